@@ -1,0 +1,1 @@
+"""camwatch agent capture package."""

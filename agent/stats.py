@@ -1,0 +1,64 @@
+"""Plain counters touched by the pipeline and analyzers, and the immutable snapshot the metrics
+collector publishes on each scrape (no prometheus objects on the hot path)."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+# Fixed label sets, pre-initialised to 0 so rate() and alerts work from the first scrape.
+DECODE_ERROR_REASONS = (
+    "truncated_frame",
+    "unsupported_linktype",
+    "bad_ip_header",
+    "bad_ipv6_extension",
+    "truncated_l4_header",
+    "ip_fragment",
+)
+EVICTION_REASONS = ("idle", "active", "capacity")
+VERDICTS = ("allowed", "vendor-cloud", "unexpected")
+VERDICT_REASONS = (
+    "policy",  # allowed by a policy rule
+    "baseline",  # allowed because learned during the learning period
+    "catalogue",  # a known vendor-cloud service
+    "not_in_policy",  # unexpected: no policy rule matches
+    "direct_ip",  # unexpected: no DNS answer named the address
+    "country",  # unexpected: destination country not allowed
+    "port",  # unexpected: port not allowed
+    "learning",  # seen while learning (recorded, not judged)
+)
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+
+
+@dataclass
+class Counters:
+    """Mutable counters; updated only by the thread that owns the pipeline."""
+
+    packets: int = 0
+    bytes: int = 0
+    decode_errors: Counter[str] = field(default_factory=Counter)
+    flows_total: int = 0
+    flows_active: int = 0
+    flows_evicted: Counter[str] = field(default_factory=Counter)
+    last_packet_ts: float = 0.0  # capture time of the newest packet processed
+    last_processed_wall: float = 0.0  # wall time it was processed (lag = wall - capture time)
+    events: Counter[str] = field(default_factory=Counter)  # by event_type
+    destination_verdicts: Counter[tuple[str, str, str]] = field(
+        default_factory=Counter
+    )  # (verdict, reason, vendor) -> distinct (device, destination, port) first seen
+    alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule_id, severity)
+    capture_files: int = 0
+    capture_errors: int = 0
+
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def snapshot(self) -> Counters:
+        """A deep copy safe to read from the scrape thread while the pipeline keeps counting."""
+        with self._lock:
+            snap = copy.copy(self)
+            for name in ("decode_errors", "flows_evicted", "events", "destination_verdicts", "alerts"):
+                setattr(snap, name, Counter(getattr(self, name)))
+            snap._lock = threading.Lock()
+        return snap

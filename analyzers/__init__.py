@@ -1,0 +1,12 @@
+"""camwatch analyzers: traffic analyzers (analyzers/traffic) and firmware handlers (analyzers/firmware).
+
+TRAFFIC_ANALYZERS is the registry: adding a traffic analyzer is one module plus one line here.
+Order matters only where one analyzer reads what another wrote for the same packet
+(e.g. DNS answers are cached before the destination verdict of a later flow).
+"""
+
+from __future__ import annotations
+
+from analyzers.base import Analyzer
+
+TRAFFIC_ANALYZERS: tuple[type[Analyzer], ...] = ()

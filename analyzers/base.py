@@ -1,0 +1,89 @@
+"""The traffic-analyzer plug-in interface.
+
+An analyzer is a small class, in the style of mitmproxy addons: it *declares* what it wants to
+see with class attributes, and implements only the hooks it needs. The pipeline reads the
+declarations once at start-up and builds dispatch tables, so an analyzer that does not subscribe
+to a packet costs nothing on the hot path.
+
+Declarations (all optional):
+    NAME            unique short name, used in logs, metrics and config (`analyzers.<NAME>.*`).
+    UDP_PORTS       packets whose UDP source or destination port is in this set go to `packet()`.
+    TCP_PORTS       same for TCP (every segment, including those without payload).
+    ETHERTYPES      non-IP frames with these EtherTypes go to `packet()` (e.g. 0x8033 SADP, 0x88cc LLDP).
+    TCP_PAYLOAD_PACKETS  N > 0: the first N payload-carrying TCP packets of *every* flow, in each
+                    direction, go to `packet()` (for protocol detection on any port: HTTP, TLS...).
+    UDP_PAYLOAD_PACKETS  same for UDP flows.
+    FLOW_EVENTS     True: `flow_start(flow, pkt)` on a flow's first packet and `flow_end(flow)` when it
+                    is evicted or the capture ends.
+
+Hooks (all optional):
+    setup(ctx)          once, before the first packet; keep `ctx` to emit events and reach shared state.
+    packet(pkt)         a subscribed packet (agent.model.Packet; `pkt.l3()` gives the dpkt object).
+    flow_start(flow, pkt)
+    flow_end(flow)
+    tick(now)           about once per second of capture time (timeouts, learning windows).
+    done()              at the end of a replay or on shutdown: flush what is pending.
+
+Adding an analyzer = one module in analyzers/traffic/ + one line in analyzers/__init__.py.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from agent.model import Flow, Packet
+
+
+class Context(Protocol):
+    """What the pipeline offers analyzers (implemented by agent.pipeline.PipelineContext)."""
+
+    config: Any  # agent.config.Config
+    inventory: Any  # agent.inventory.Inventory
+    dns: Any  # agent.dnscache.PassiveDNS
+    policy: Any  # agent.policy.Policy
+    geo: Any  # agent.geo.GeoLookup
+    catalogue: Any  # agent.catalogue.EndpointCatalogue
+    counters: Any  # agent.stats.Counters (plain ints/dicts, published by the metrics collector)
+
+    def emit(
+        self,
+        event_type: str,
+        body: dict[str, Any],
+        *,
+        ts: float,
+        flow: Flow | None = None,
+        pkt: Packet | None = None,
+    ) -> None:
+        """Write one EVE-style event; `body` becomes the nested object named after `event_type`."""
+        ...
+
+    def is_local(self, ip: str, vlan: tuple[int, ...] = ()) -> bool:
+        """True when the address (or VLAN) belongs to the configured camera network."""
+        ...
+
+
+class Analyzer:
+    """Base class with empty declarations; subclasses override what they need."""
+
+    NAME: ClassVar[str] = ""
+    UDP_PORTS: ClassVar[frozenset[int]] = frozenset()
+    TCP_PORTS: ClassVar[frozenset[int]] = frozenset()
+    ETHERTYPES: ClassVar[frozenset[int]] = frozenset()
+    TCP_PAYLOAD_PACKETS: ClassVar[int] = 0
+    UDP_PAYLOAD_PACKETS: ClassVar[int] = 0
+    FLOW_EVENTS: ClassVar[bool] = False
+
+    ctx: Context
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+
+# Hook names the pipeline looks for; only hooks a subclass actually defines are wired up.
+HOOKS = ("packet", "flow_start", "flow_end", "tick", "done")
+
+
+def defines(analyzer: Analyzer, hook: str) -> bool:
+    """True when the analyzer's class overrides `hook` (so the pipeline calls it)."""
+    return any(hook in vars(cls) for cls in type(analyzer).__mro__ if cls is not Analyzer and cls is not object)

@@ -1,0 +1,1 @@
+"""camwatch analyzers traffic package."""
