@@ -149,7 +149,9 @@ def load_config(path: str | Path | None) -> Config:
         if allowed is not None:
             for subkey in _section(p, key, sub):
                 if subkey not in allowed:
-                    raise ConfigError(p, f"{key}.{subkey}", f"unknown key (known: {', '.join(sorted(allowed))})")
+                    raise ConfigError(
+                        p, f"{key}.{subkey}", f"unknown key (known: {', '.join(sorted(allowed))})"
+                    )
 
     nets = _section(p, "networks", raw.get("networks"))
     if "cidrs" in nets:

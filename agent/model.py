@@ -56,7 +56,12 @@ class Flow:
     bytes_toserver: int = 0
     bytes_toclient: int = 0
     tcp_flags_seen: int = 0
+    # payload-carrying packets seen per direction (drives TCP/UDP_PAYLOAD_PACKETS subscriptions)
+    payload_pkts_toserver: int = 0
+    payload_pkts_toclient: int = 0
     ended: bool = False
+    key: tuple[Any, ...] = ()  # flow-table key in originator orientation
+    in_iface: str | None = None
     # Analyzers attach their conclusions here (verdict, service, app protocol...).
     tags: dict[str, Any] = field(default_factory=dict)
     _community_id: str | None = None

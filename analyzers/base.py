@@ -79,6 +79,22 @@ class Analyzer:
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx
 
+    # The hooks below are no-ops here; the pipeline wires only those a subclass overrides.
+    def packet(self, pkt: Packet) -> None:
+        """A packet matching the declared subscriptions."""
+
+    def flow_start(self, flow: Flow, pkt: Packet) -> None:
+        """The first packet of a new flow (FLOW_EVENTS analyzers only)."""
+
+    def flow_end(self, flow: Flow) -> None:
+        """A flow left the table (timeout, capacity, end of capture)."""
+
+    def tick(self, now: float) -> None:
+        """About once per second of capture time."""
+
+    def done(self) -> None:
+        """End of input: flush pending state."""
+
 
 # Hook names the pipeline looks for; only hooks a subclass actually defines are wired up.
 HOOKS = ("packet", "flow_start", "flow_end", "tick", "done")
@@ -86,4 +102,4 @@ HOOKS = ("packet", "flow_start", "flow_end", "tick", "done")
 
 def defines(analyzer: Analyzer, hook: str) -> bool:
     """True when the analyzer's class overrides `hook` (so the pipeline calls it)."""
-    return any(hook in vars(cls) for cls in type(analyzer).__mro__ if cls is not Analyzer and cls is not object)
+    return any(hook in vars(cls) for cls in type(analyzer).__mro__ if cls not in (Analyzer, object))

@@ -110,6 +110,8 @@ class ImageReport:
     integrity: dict[str, Any] = field(default_factory=dict)  # signed?, how, region lock, downgrade
     hash_verdict: str = "unknown"  # known-good, known-bad, unknown
     binwalk: list[dict[str, Any]] = field(default_factory=list)  # carved signatures (offset, description)
+    entropy: list[float] = field(default_factory=list)  # Shannon entropy (bits/byte) per block, for the plot
+    entropy_block_size: int = 0
     error: str | None = None  # set when the image could not be analysed at all
     duration_seconds: float = 0.0
     bytes_unpacked: int = 0
