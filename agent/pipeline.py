@@ -262,16 +262,21 @@ class Pipeline:
                     continue
                 vihl, _tos, _tlen, _ident, frag, _ttl, proto, _csum, sip, dip = ipv4_unpack(data, p)
                 ihl = (vihl & 0x0F) << 2
-                if vihl >> 4 != 4 or ihl < 20:
+                if vihl >> 4 == 4 and ihl >= 20:
+                    l4 = p + ihl
+                    ipver = 4
+                    if frag & 0x1FFF:
+                        # Non-first fragment: no L4 header; the flow is found by the first fragment.
+                        decode_errors["ip_fragment"] += 1
+                        continue
+                elif vihl >> 4 == 6:
+                    # IPv6 in a frame labelled IPv4: some phone stacks send these; tshark decodes
+                    # them as IPv6 too, and the device's lookups must not vanish.
+                    etype = ETH_IPV6
+                else:
                     decode_errors["bad_ip_header"] += 1
                     continue
-                l4 = p + ihl
-                ipver = 4
-                if frag & 0x1FFF:
-                    # Non-first fragment: no L4 header; the flow is found by the first fragment.
-                    decode_errors["ip_fragment"] += 1
-                    continue
-            elif etype == ETH_IPV6:
+            if etype == ETH_IPV6:
                 if p + 40 > end:
                     decode_errors["bad_ip_header"] += 1
                     continue
@@ -299,7 +304,7 @@ class Pipeline:
                 if proto < 0:
                     decode_errors["ip_fragment" if proto == -2 else "bad_ipv6_extension"] += 1
                     continue
-            else:
+            elif etype != ETH_IPV4:
                 # Non-IP frame (ARP, LLDP, SADP L2...): only subscribed analyzers care.
                 targets = ether_subs.get(etype)
                 if targets:

@@ -247,3 +247,30 @@ def test_idle_timeout_and_capacity_evictions() -> None:
     pl.run_batch(late)
     assert counters.flows_evicted["idle"] == 3
     assert len(pl.flows) == 1
+
+
+def test_ipv6_packet_in_frame_labelled_ipv4_is_decoded_as_ipv6() -> None:
+    import socket
+
+    udp = dpkt.udp.UDP(sport=14606, dport=53, data=b"\x00" * 12)
+    udp.ulen = len(bytes(udp))
+    payload = bytes(udp)
+    hdr = struct.pack(
+        "!IHBB16s16s",
+        6 << 28,
+        len(payload),
+        17,
+        255,
+        socket.inet_pton(socket.AF_INET6, "fd2b::24"),
+        socket.inet_pton(socket.AF_INET6, "fd2b::1"),
+    )
+    rec, counters, _ = run([MAC_B + MAC_A + b"\x08\x00" + hdr + payload])
+    assert not counters.decode_errors
+    (flow,) = rec.started
+    assert (flow.src_ip, flow.dest_ip, flow.dest_port) == ("fd2b::24", "fd2b::1", 53)
+
+
+def test_bad_ip_version_is_a_decode_error() -> None:
+    frame = MAC_B + MAC_A + b"\x08\x00" + bytes([0x75]) + b"\x00" * 39
+    _, counters, _ = run([frame])
+    assert counters.decode_errors["bad_ip_header"] == 1 and counters.flows_total == 0
