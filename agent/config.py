@@ -28,8 +28,8 @@ DEFAULT_LOCAL_CIDRS = (
 # Multicast/broadcast destinations are local by definition (discovery, SSDP, mDNS...).
 ALWAYS_LOCAL_CIDRS = ("224.0.0.0/4", "255.255.255.255/32", "0.0.0.0/32", "ff00::/8", "127.0.0.0/8", "::1/128")
 
-# Port chosen for the metrics endpoint; see docs/metrics.md for why this one.
-DEFAULT_METRICS_PORT = 9788
+# Metrics port: a free slot in the Prometheus default-port allocation list (see docs/metrics.md).
+DEFAULT_METRICS_PORT = 10025
 
 
 @dataclass

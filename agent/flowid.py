@@ -12,6 +12,7 @@ _CID = communityid.CommunityID(seed=0, use_base64=True)
 _PROTO_CTOR = {
     6: communityid.FlowTuple.make_tcp,
     17: communityid.FlowTuple.make_udp,
+    132: communityid.FlowTuple.make_sctp,
 }
 
 
