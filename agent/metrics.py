@@ -33,7 +33,13 @@ from prometheus_client.registry import Collector
 from agent import __version__
 from agent.errors import CamwatchError
 from agent.events import EVENT_TYPES
-from agent.stats import DECODE_ERROR_REASONS, EVICTION_REASONS, SEVERITIES, Counters
+from agent.stats import (
+    DECODE_ERROR_REASONS,
+    EVICTION_REASONS,
+    SEVERITIES,
+    VERDICT_REASONS_BY_VERDICT,
+    Counters,
+)
 
 # Vendors that may appear as a label value; anything else is folded into "other" (and a missing
 # vendor into "unknown"), so a typo or a spoofed DHCP vendor string cannot mint new series.
@@ -68,12 +74,6 @@ KNOWN_VENDORS = frozenset(
 )
 DEVICE_CLASSES = frozenset({"camera", "nvr", "dvr", "doorbell", "unknown"})
 
-# Which reasons go with which verdict (pre-initialised to 0 per vendor present in the inventory).
-VERDICT_REASONS_BY_VERDICT: dict[str, tuple[str, ...]] = {
-    "allowed": ("policy", "baseline", "learning"),
-    "vendor-cloud": ("catalogue",),
-    "unexpected": ("not_in_policy", "direct_ip", "country", "port"),
-}
 
 _MAC = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
 _LABEL_TEXT = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")

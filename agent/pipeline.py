@@ -76,6 +76,9 @@ LIKELY_SERVER_PORTS = frozenset(range(1, 1024)) | frozenset(
     )
 )
 
+# Lowest ephemeral (client) port on Linux; Windows and BSD start higher (49152).
+EPHEMERAL_PORT_MIN = 32768
+
 SWEEP_INTERVAL = 10.0  # seconds of capture time between flow-timeout sweeps
 
 
@@ -260,10 +263,12 @@ class Pipeline:
                 if p + 20 > end:
                     decode_errors["bad_ip_header"] += 1
                     continue
-                vihl, _tos, _tlen, _ident, frag, _ttl, proto, _csum, sip, dip = ipv4_unpack(data, p)
+                vihl, _tos, tlen, _ident, frag, _ttl, proto, _csum, sip, dip = ipv4_unpack(data, p)
                 ihl = (vihl & 0x0F) << 2
                 if vihl >> 4 == 4 and ihl >= 20:
                     l4 = p + ihl
+                    if ihl <= tlen < end - p:
+                        end = p + tlen  # drop Ethernet padding after short packets
                     ipver = 4
                     if frag & 0x1FFF:
                         # Non-first fragment: no L4 header; the flow is found by the first fragment.
@@ -280,11 +285,13 @@ class Pipeline:
                 if p + 40 > end:
                     decode_errors["bad_ip_header"] += 1
                     continue
-                vtcfl, _plen, proto, _hlim, sip, dip = ipv6_unpack(data, p)
+                vtcfl, plen, proto, _hlim, sip, dip = ipv6_unpack(data, p)
                 if vtcfl >> 28 != 6:
                     decode_errors["bad_ip_header"] += 1
                     continue
                 l4 = p + 40
+                if 0 < plen < end - l4:
+                    end = l4 + plen  # drop link-layer padding (plen 0 = jumbogram: keep all)
                 ipver = 6
                 while proto in IPV6_GENERIC_EXT or proto in (IPV6_FRAGMENT, IPV6_AH):
                     if l4 + 8 > end:
@@ -481,7 +488,11 @@ class Pipeline:
             if flags & (TCP_SYN | TCP_ACK) == (TCP_SYN | TCP_ACK):
                 reply = True
             elif not flags & TCP_SYN:
-                reply = sport in LIKELY_SERVER_PORTS and dport not in LIKELY_SERVER_PORTS
+                # Mid-stream (capture started after the handshake): a packet from a service port,
+                # or from a fixed port to an ephemeral one, is the server's reply.
+                reply = dport not in LIKELY_SERVER_PORTS and (
+                    sport in LIKELY_SERVER_PORTS or sport < EPHEMERAL_PORT_MIN <= dport
+                )
         elif proto == PROTO_UDP:
             reply = sport in LIKELY_SERVER_PORTS and dport not in LIKELY_SERVER_PORTS
         rev = (key[0], key[1], key[4], key[5], key[2], key[3])

@@ -29,6 +29,13 @@ VERDICT_REASONS = (
     "port",  # unexpected: port not allowed
     "learning",  # seen while learning (recorded, not judged)
 )
+# Which reasons go with which verdict (metrics pre-initialise exactly these pairs).
+VERDICT_REASONS_BY_VERDICT: dict[str, tuple[str, ...]] = {
+    "allowed": ("policy", "baseline", "learning"),
+    "vendor-cloud": ("catalogue",),
+    # catalogue: a known vendor-cloud service the device's policy group forbids
+    "unexpected": ("not_in_policy", "direct_ip", "country", "port", "catalogue"),
+}
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 
 

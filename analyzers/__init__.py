@@ -8,5 +8,12 @@ Order matters only where one analyzer reads what another wrote for the same pack
 from __future__ import annotations
 
 from analyzers.base import Analyzer
+from analyzers.traffic.destinations import DestinationAnalyzer
+from analyzers.traffic.dhcp import DhcpAnalyzer
+from analyzers.traffic.dns import DnsAnalyzer
 
-TRAFFIC_ANALYZERS: tuple[type[Analyzer], ...] = ()
+TRAFFIC_ANALYZERS: tuple[type[Analyzer], ...] = (
+    DhcpAnalyzer,
+    DnsAnalyzer,
+    DestinationAnalyzer,
+)

@@ -15,6 +15,7 @@ Declarations (all optional):
     UDP_PAYLOAD_PACKETS  same for UDP flows.
     FLOW_EVENTS     True: `flow_start(flow, pkt)` on a flow's first packet and `flow_end(flow)` when it
                     is evicted or the capture ends.
+    KNOWN_RULES     (rule_id, severity) pairs of the alerts it can raise (pre-initialised metric series).
 
 Hooks (all optional):
     setup(ctx)          once, before the first packet; keep `ctx` to emit events and reach shared state.
@@ -45,6 +46,7 @@ class Context(Protocol):
     geo: Any  # agent.geo.GeoLookup
     catalogue: Any  # agent.catalogue.EndpointCatalogue
     counters: Any  # agent.stats.Counters (plain ints/dicts, published by the metrics collector)
+    store: Any  # agent.store.StateStore (batched writes; the engine commits)
 
     def emit(
         self,
@@ -73,6 +75,8 @@ class Analyzer:
     TCP_PAYLOAD_PACKETS: ClassVar[int] = 0
     UDP_PAYLOAD_PACKETS: ClassVar[int] = 0
     FLOW_EVENTS: ClassVar[bool] = False
+    # (rule_id, severity) of every alert the analyzer can raise; metrics start these series at 0
+    KNOWN_RULES: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     ctx: Context
 

@@ -86,10 +86,15 @@ def main() -> int:
     if shutil.which("tshark"):
         peers.append(("tshark -n -r FILE -q (full dissection)", ["tshark", "-n", "-r", str(path), "-q"]))
         peers.append(
-            ("tshark -n -r FILE -q -z conv,ip (conversations)", ["tshark", "-n", "-r", str(path), "-q", "-z", "conv,ip"])
+            (
+                "tshark -n -r FILE -q -z conv,ip (conversations)",
+                ["tshark", "-n", "-r", str(path), "-q", "-z", "conv,ip"],
+            )
         )
     if shutil.which("tcpdump"):
-        peers.append(("tcpdump -r FILE -w /dev/null (I/O limit)", ["tcpdump", "-r", str(path), "-w", "/dev/null"]))
+        peers.append(
+            ("tcpdump -r FILE -w /dev/null (I/O limit)", ["tcpdump", "-r", str(path), "-w", "/dev/null"])
+        )
     for name, cmd in peers:
         rows.append((name, time_cmd(cmd, args.repeat), None))
     base = rows[0][1]

@@ -33,3 +33,17 @@ def require_tool(name: str) -> str:
     if not found:
         pytest.fail(f"required tool {name!r} not found; run `make test` (it installs system packages)")
     return found
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/* baselines from the current output (review the diff before committing)",
+    )
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))

@@ -274,3 +274,24 @@ def test_bad_ip_version_is_a_decode_error() -> None:
     frame = MAC_B + MAC_A + b"\x08\x00" + bytes([0x75]) + b"\x00" * 39
     _, counters, _ = run([frame])
     assert counters.decode_errors["bad_ip_header"] == 1 and counters.flows_total == 0
+
+
+def test_ethernet_padding_is_not_payload() -> None:
+    frame = eth(ip4("192.168.10.21", "203.0.113.7", tcp(40122, 80, dpkt.tcp.TH_ACK, b"GET"), 6))
+    padded = frame + b"\x00" * (60 - len(frame))  # minimum Ethernet frame size
+    rec, _, _ = run([padded])
+    assert bytes(rec.packets[0].payload) == b"GET"
+
+
+def test_midstream_tcp_from_fixed_port_to_ephemeral_port_is_a_reply() -> None:
+    seg = tcp(5222, 45109, dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH, b"<xml/>")
+    rec, _, _ = run([eth(ip4("18.185.207.217", "192.168.1.138", seg, 6), src=MAC_B, dst=MAC_A)])
+    (flow,) = rec.started
+    assert (flow.src_ip, flow.src_port, flow.dest_port) == ("192.168.1.138", 45109, 5222)
+
+
+def test_midstream_udp_keeps_first_sender_as_originator() -> None:
+    rtp = dpkt.udp.UDP(sport=6000, dport=40000, data=b"\x80" * 20)
+    rec, _, _ = run([eth(ip4("192.168.10.2", "192.168.10.21", rtp, 17))])
+    (flow,) = rec.started
+    assert (flow.src_ip, flow.src_port) == ("192.168.10.2", 6000)
