@@ -110,9 +110,8 @@ def main() -> int:
     ]
     for name, secs_, rss in rows:
         rate = pkts / secs_ if secs_ else 0
-        lines.append(
-            f"| {name} | {secs_:.2f} | {rate:,.0f} | {secs_ / base:.2f}x time | {f'{rss:.0f} MiB' if rss else '—'} |"
-        )
+        rss_text = f"{rss:.0f} MiB" if rss else "—"
+        lines.append(f"| {name} | {secs_:.2f} | {rate:,.0f} | {secs_ / base:.2f}x time | {rss_text} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_doc:
