@@ -83,6 +83,15 @@ class Engine:
         )
 
     # -- Context protocol -----------------------------------------------------------------------
+    def follow(self, flow: Flow, analyzer: Any) -> None:
+        self.pipeline.follow(flow, analyzer)
+
+    def unfollow(self, flow: Flow, analyzer: Any) -> None:
+        self.pipeline.unfollow(flow, analyzer)
+
+    def expect(self, proto: int, ip: str, port: int, analyzer: Any, until: float) -> None:
+        self.pipeline.expect(proto, ip, port, analyzer, until)
+
     def emit(
         self,
         event_type: str,

@@ -59,6 +59,8 @@ class Flow:
     # payload-carrying packets seen per direction (drives TCP/UDP_PAYLOAD_PACKETS subscriptions)
     payload_pkts_toserver: int = 0
     payload_pkts_toclient: int = 0
+    # analyzers that asked to see every packet of this flow (ctx.follow / ctx.expect)
+    followers: list[Any] | None = None
     ended: bool = False
     key: tuple[Any, ...] = ()  # flow-table key in originator orientation
     in_iface: str | None = None

@@ -153,6 +153,35 @@ class Pipeline:
         self.next_sweep = 0.0
         self.next_tick = 0.0
         self.now = 0.0
+        self.expected: dict[tuple[int, str, int], tuple[Analyzer, float]] = {}
+
+    # -- dynamic subscriptions ------------------------------------------------------------------
+    def follow(self, flow: Flow, analyzer: Analyzer) -> None:
+        """Deliver every later packet of `flow` to `analyzer` (e.g. an update download to carve)."""
+        if flow.followers is None:
+            flow.followers = [analyzer]
+        elif analyzer not in flow.followers:
+            flow.followers = [*flow.followers, analyzer]
+
+    def unfollow(self, flow: Flow, analyzer: Analyzer) -> None:
+        if flow.followers and analyzer in flow.followers:
+            rest = [a for a in flow.followers if a is not analyzer]
+            flow.followers = rest or None
+
+    def expect(self, proto: int, ip: str, port: int, analyzer: Analyzer, until: float) -> None:
+        """A flow to or from `ip`:`port` that starts before capture time `until` is followed by
+        `analyzer` (FTP data connections, TFTP transfers on a new server port)."""
+        self.expected[(proto, ip, port)] = (analyzer, until)
+
+    def _match_expected(self, flow: Flow) -> None:
+        for ip, port in ((flow.dest_ip, flow.dest_port), (flow.src_ip, flow.src_port)):
+            hit = self.expected.get((flow.proto, ip, port))
+            if hit is not None:
+                analyzer, until = hit
+                del self.expected[(flow.proto, ip, port)]
+                if flow.first_ts <= until:
+                    self.follow(flow, analyzer)
+                return
 
     # -- analyzer callbacks -------------------------------------------------------------------
     def _flow_ended(self, flow: Flow) -> None:
@@ -168,6 +197,8 @@ class Pipeline:
         if ts >= self.next_sweep:
             if self.next_sweep:
                 self.flows.sweep(ts)
+                if self.expected:
+                    self.expected = {k: v for k, v in self.expected.items() if v[1] >= ts}
             self.next_sweep = ts + SWEEP_INTERVAL
         if ts >= self.next_tick:
             for a in self.dispatch.tick:
@@ -389,6 +420,8 @@ class Pipeline:
                     _mac(data, src_mo),
                     _mac(data, dst_mo),
                 )
+                if self.expected:
+                    self._match_expected(flow)
                 fresh = True
             else:
                 flow, forward = entry
@@ -402,15 +435,19 @@ class Pipeline:
                 flow.pkts_toclient += 1
                 flow.bytes_toclient += origlen
             # ---- analyzer subscriptions
-            targets_list: list[Analyzer] | None = None
+            targets_list: list[Analyzer] | None = flow.followers
             if proto == PROTO_UDP:
                 if sport in udp_ports or dport in udp_ports:
-                    targets_list = _merge(dispatch.udp.get(sport), dispatch.udp.get(dport))
+                    targets_list = _merge(
+                        targets_list, _merge(dispatch.udp.get(sport), dispatch.udp.get(dport))
+                    )
                 if paylen and max_udp_payload:
                     targets_list = self._payload_targets(flow, forward, dispatch.udp_payload, targets_list)
             elif proto == PROTO_TCP:
                 if sport in tcp_ports or dport in tcp_ports:
-                    targets_list = _merge(dispatch.tcp.get(sport), dispatch.tcp.get(dport))
+                    targets_list = _merge(
+                        targets_list, _merge(dispatch.tcp.get(sport), dispatch.tcp.get(dport))
+                    )
                 if paylen and max_tcp_payload:
                     targets_list = self._payload_targets(flow, forward, dispatch.tcp_payload, targets_list)
             if fresh or targets_list:

@@ -60,6 +60,17 @@ class Context(Protocol):
         """Write one EVE-style event; `body` becomes the nested object named after `event_type`."""
         ...
 
+    def follow(self, flow: Flow, analyzer: Analyzer) -> None:
+        """Deliver every later packet of `flow` to `analyzer` (carving a download, say)."""
+        ...
+
+    def unfollow(self, flow: Flow, analyzer: Analyzer) -> None: ...
+
+    def expect(self, proto: int, ip: str, port: int, analyzer: Analyzer, until: float) -> None:
+        """Follow the next flow to/from ip:port that starts before capture time `until`
+        (FTP data connections, TFTP transfers)."""
+        ...
+
     def is_local(self, ip: str, vlan: tuple[int, ...] = ()) -> bool:
         """True when the address (or VLAN) belongs to the configured camera network."""
         ...

@@ -295,3 +295,42 @@ def test_midstream_udp_keeps_first_sender_as_originator() -> None:
     rec, _, _ = run([eth(ip4("192.168.10.2", "192.168.10.21", rtp, 17))])
     (flow,) = rec.started
     assert (flow.src_ip, flow.src_port) == ("192.168.10.2", 6000)
+
+
+class Follower(Analyzer):
+    """Follows every flow to port 21 from its first packet; expects a data flow to port 2000."""
+
+    NAME = "follower"
+    FLOW_EVENTS = True
+
+    def __init__(self, pipeline_box: list[Pipeline]) -> None:
+        self.box = pipeline_box
+        self.seen: list[tuple[int, bytes]] = []
+
+    def flow_start(self, flow: Flow, pkt: Packet) -> None:
+        if flow.dest_port == 21:
+            self.box[0].follow(flow, self)
+            self.box[0].expect(6, "192.168.10.50", 2000, self, until=pkt.ts + 30)
+
+    def packet(self, pkt: Packet) -> None:
+        self.seen.append((pkt.dest_port, bytes(pkt.payload)))
+
+
+def test_follow_and_expect_deliver_every_packet_of_chosen_flows() -> None:
+    box: list[Pipeline] = []
+    fol = Follower(box)
+    pl = Pipeline([fol], Counters())
+    box.append(pl)
+    frames = [
+        eth(ip4("192.168.10.21", "192.168.10.50", tcp(40000, 21, dpkt.tcp.TH_SYN), 6)),
+        eth(ip4("192.168.10.21", "192.168.10.50", tcp(40000, 21, dpkt.tcp.TH_ACK, b"RETR fw.bin\r\n"), 6)),
+        eth(ip4("192.168.10.21", "192.168.10.50", tcp(40000, 21, dpkt.tcp.TH_ACK, b"QUIT\r\n"), 6)),
+        eth(ip4("192.168.10.21", "192.168.10.50", tcp(40001, 2000, dpkt.tcp.TH_SYN), 6)),
+        eth(ip4("192.168.10.50", "192.168.10.21", tcp(2000, 40001, dpkt.tcp.TH_ACK, b"DATA"), 6)),
+        eth(ip4("192.168.10.21", "192.168.10.50", tcp(40002, 80, dpkt.tcp.TH_SYN), 6)),  # not followed
+    ]
+    pl.run_batch(make_batch(frames))
+    # follow() from flow_start takes effect from the next packet; an expected flow is followed
+    # from its very first packet
+    assert fol.seen == [(21, b"RETR fw.bin\r\n"), (21, b"QUIT\r\n"), (2000, b""), (40001, b"DATA")]
+    assert not pl.expected  # an expectation is used once
