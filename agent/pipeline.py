@@ -34,6 +34,9 @@ _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _IPV6 = struct.Struct("!IHBB16s16s")
 _PORTS = struct.Struct("!HH")
 _ETHERTYPE = struct.Struct("!H")
+# Ethernet + IPv4 (IHL 5) + ports in one call: vihl, total length, flags/fragment, proto, src, dst, ports
+_FAST_UNTAGGED = struct.Struct("!14xBxH2xHxBxx4s4sHH")
+_FAST_TAGGED = struct.Struct("!14xH2xBxH2xHxBxx4s4sHH")  # same behind one 802.1Q tag (TCI first)
 
 ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
 VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
@@ -226,6 +229,7 @@ class Pipeline:
         udp_ports, tcp_ports, ether_subs = dispatch.udp_ports, dispatch.tcp_ports, dispatch.ether
         max_tcp_payload, max_udp_payload = dispatch.max_tcp_payload, dispatch.max_udp_payload
         ipv4_unpack, ipv6_unpack, ports_unpack = _IPV4.unpack_from, _IPV6.unpack_from, _PORTS.unpack_from
+        fast_untagged, fast_tagged = _FAST_UNTAGGED.unpack_from, _FAST_TAGGED.unpack_from
         next_clock = min(self.next_sweep, self.next_tick)
         npkts = 0
         nbytes = 0
@@ -242,159 +246,199 @@ class Pipeline:
             # MAC offsets only; the 6-byte slices are taken for new flows and subscribed packets.
             src_mo = dst_mo = -1
             vlan: tuple[int, ...] = ()
-            # ---- link layer
-            if linktype == LINKTYPE_ETHERNET:
-                if caplen < 14:
-                    decode_errors["truncated_frame"] += 1
-                    continue
-                etype = (data[off + 12] << 8) | data[off + 13]
-                p = off + 14
-                if etype in VLAN_TPIDS:
-                    tags = []
-                    while etype in VLAN_TPIDS:
-                        if p + 4 > end:
-                            break
-                        tags.append(((data[p] << 8) | data[p + 1]) & 0x0FFF)
-                        etype = (data[p + 2] << 8) | data[p + 3]
-                        p += 4
-                    else:
-                        vlan = tuple(tags)
-                    if etype in VLAN_TPIDS:
-                        decode_errors["truncated_frame"] += 1
-                        continue
+            # ---- fast path: Ethernet, untagged or one 802.1Q tag, IPv4 without options, TCP/UDP,
+            # not a fragment. One unpack_from covers Ethernet type through the ports.
+            fast = False
+            if linktype == LINKTYPE_ETHERNET and caplen >= 42:
+                if data[off + 12] == 8 and data[off + 13] == 0:
+                    vihl, tlen, frag, proto, sip, dip, sport, dport = fast_untagged(data, off)
+                    p = off + 14
+                    vlan = ()
+                    fast = vihl == 0x45 and not frag & 0x1FFF and (proto in (PROTO_UDP, PROTO_TCP))
+                elif (
+                    data[off + 12] == 0x81
+                    and data[off + 13] == 0
+                    and data[off + 16] == 8
+                    and data[off + 17] == 0
+                ):
+                    tci, vihl, tlen, frag, proto, sip, dip, sport, dport = fast_tagged(data, off)
+                    p = off + 18
+                    vlan = (tci & 0x0FFF,)
+                    fast = vihl == 0x45 and not frag & 0x1FFF and (proto in (PROTO_UDP, PROTO_TCP))
+            if fast:
                 dst_mo = off
                 src_mo = off + 6
-            elif linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6):
-                if caplen < 1:
-                    decode_errors["truncated_frame"] += 1
-                    continue
-                etype = ETH_IPV4 if data[off] >> 4 == 4 else ETH_IPV6
-                p = off
-            elif linktype == LINKTYPE_LINUX_SLL:
-                if caplen < 16:
-                    decode_errors["truncated_frame"] += 1
-                    continue
-                etype = (data[off + 14] << 8) | data[off + 15]
-                if ((data[off + 4] << 8) | data[off + 5]) == 6:
-                    src_mo = off + 6
-                p = off + 16
-            elif linktype == LINKTYPE_LINUX_SLL2:
-                if caplen < 20:
-                    decode_errors["truncated_frame"] += 1
-                    continue
-                etype = (data[off] << 8) | data[off + 1]
-                if data[off + 11] == 6:
-                    src_mo = off + 12
-                p = off + 20
-            else:
-                decode_errors["unsupported_linktype"] += 1
-                continue
-            # ---- network layer
-            if etype == ETH_IPV4:
-                if p + 20 > end:
-                    decode_errors["bad_ip_header"] += 1
-                    continue
-                vihl, _tos, tlen, _ident, frag, _ttl, proto, _csum, sip, dip = ipv4_unpack(data, p)
-                ihl = (vihl & 0x0F) << 2
-                if vihl >> 4 == 4 and ihl >= 20:
-                    l4 = p + ihl
-                    if ihl <= tlen < end - p:
-                        end = p + tlen  # drop Ethernet padding after short packets
-                    ipver = 4
-                    if frag & 0x1FFF:
-                        # Non-first fragment: no L4 header; the flow is found by the first fragment.
-                        decode_errors["ip_fragment"] += 1
+                etype = ETH_IPV4
+                ipver = 4
+                l4 = p + 20
+                if 20 <= tlen < end - p:
+                    end = p + tlen  # drop Ethernet padding after short packets
+                if proto == PROTO_TCP:
+                    if l4 + 20 > end:
+                        decode_errors["truncated_l4_header"] += 1
                         continue
-                elif vihl >> 4 == 6:
-                    # IPv6 in a frame labelled IPv4: some phone stacks send these; tshark decodes
-                    # them as IPv6 too, and the device's lookups must not vanish.
-                    etype = ETH_IPV6
+                    flags = data[l4 + 13]
+                    pay = l4 + ((data[l4 + 12] >> 4) << 2)
                 else:
-                    decode_errors["bad_ip_header"] += 1
-                    continue
-            if etype == ETH_IPV6:
-                if p + 40 > end:
-                    decode_errors["bad_ip_header"] += 1
-                    continue
-                vtcfl, plen, proto, _hlim, sip, dip = ipv6_unpack(data, p)
-                if vtcfl >> 28 != 6:
-                    decode_errors["bad_ip_header"] += 1
-                    continue
-                l4 = p + 40
-                if 0 < plen < end - l4:
-                    end = l4 + plen  # drop link-layer padding (plen 0 = jumbogram: keep all)
-                ipver = 6
-                while proto in IPV6_GENERIC_EXT or proto in (IPV6_FRAGMENT, IPV6_AH):
                     if l4 + 8 > end:
-                        proto = -1
-                        break
-                    nxt = data[l4]
-                    if proto == IPV6_FRAGMENT:
-                        if ((data[l4 + 2] << 8) | data[l4 + 3]) & 0xFFF8:
-                            proto = -2  # non-first fragment
-                            break
-                        l4 += 8
-                    elif proto == IPV6_AH:
-                        l4 += (data[l4 + 1] + 2) << 2
-                    else:
-                        l4 += (data[l4 + 1] + 1) << 3
-                    proto = nxt
-                if proto < 0:
-                    decode_errors["ip_fragment" if proto == -2 else "bad_ipv6_extension"] += 1
-                    continue
-            elif etype != ETH_IPV4:
-                # Non-IP frame (ARP, LLDP, SADP L2...): only subscribed analyzers care.
-                targets = ether_subs.get(etype)
-                if targets:
-                    self._deliver(
-                        targets,
-                        Packet(
-                            ts,
-                            linktype,
-                            memoryview(data)[off:end],
-                            vlan,
-                            _mac(data, src_mo),
-                            _mac(data, dst_mo),
-                            etype,
-                            p - off,
-                            0,
-                            b"",
-                            b"",
-                            0,
-                            0,
-                            0,
-                            0,
-                            end - off,
-                            0,
-                            None,
-                        ),
-                    )
-                continue
-            # ---- transport layer
-            flags = 0
-            if proto == PROTO_TCP:
-                if l4 + 20 > end:
-                    decode_errors["truncated_l4_header"] += 1
-                    continue
-                sport, dport = ports_unpack(data, l4)
-                flags = data[l4 + 13]
-                pay = l4 + ((data[l4 + 12] >> 4) << 2)
-            elif proto == PROTO_UDP:
-                if l4 + 8 > end:
-                    decode_errors["truncated_l4_header"] += 1
-                    continue
-                sport, dport = ports_unpack(data, l4)
-                pay = l4 + 8
-            elif proto in (PROTO_ICMP, PROTO_ICMP6):
-                if l4 + 4 > end:
-                    decode_errors["truncated_l4_header"] += 1
-                    continue
-                sport = data[l4]
-                dport = data[l4 + 1]
-                pay = l4 + 4
+                        decode_errors["truncated_l4_header"] += 1
+                        continue
+                    flags = 0
+                    pay = l4 + 8
             else:
-                sport = dport = 0
-                pay = l4
+                # ---- link layer
+                if linktype == LINKTYPE_ETHERNET:
+                    if caplen < 14:
+                        decode_errors["truncated_frame"] += 1
+                        continue
+                    etype = (data[off + 12] << 8) | data[off + 13]
+                    p = off + 14
+                    if etype in VLAN_TPIDS:
+                        tags = []
+                        while etype in VLAN_TPIDS:
+                            if p + 4 > end:
+                                break
+                            tags.append(((data[p] << 8) | data[p + 1]) & 0x0FFF)
+                            etype = (data[p + 2] << 8) | data[p + 3]
+                            p += 4
+                        else:
+                            vlan = tuple(tags)
+                        if etype in VLAN_TPIDS:
+                            decode_errors["truncated_frame"] += 1
+                            continue
+                    dst_mo = off
+                    src_mo = off + 6
+                elif linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6):
+                    if caplen < 1:
+                        decode_errors["truncated_frame"] += 1
+                        continue
+                    etype = ETH_IPV4 if data[off] >> 4 == 4 else ETH_IPV6
+                    p = off
+                elif linktype == LINKTYPE_LINUX_SLL:
+                    if caplen < 16:
+                        decode_errors["truncated_frame"] += 1
+                        continue
+                    etype = (data[off + 14] << 8) | data[off + 15]
+                    if ((data[off + 4] << 8) | data[off + 5]) == 6:
+                        src_mo = off + 6
+                    p = off + 16
+                elif linktype == LINKTYPE_LINUX_SLL2:
+                    if caplen < 20:
+                        decode_errors["truncated_frame"] += 1
+                        continue
+                    etype = (data[off] << 8) | data[off + 1]
+                    if data[off + 11] == 6:
+                        src_mo = off + 12
+                    p = off + 20
+                else:
+                    decode_errors["unsupported_linktype"] += 1
+                    continue
+                # ---- network layer
+                if etype == ETH_IPV4:
+                    if p + 20 > end:
+                        decode_errors["bad_ip_header"] += 1
+                        continue
+                    vihl, _tos, tlen, _ident, frag, _ttl, proto, _csum, sip, dip = ipv4_unpack(data, p)
+                    ihl = (vihl & 0x0F) << 2
+                    if vihl >> 4 == 4 and ihl >= 20:
+                        l4 = p + ihl
+                        if ihl <= tlen < end - p:
+                            end = p + tlen  # drop Ethernet padding after short packets
+                        ipver = 4
+                        if frag & 0x1FFF:
+                            # Non-first fragment: no L4 header; the flow is found by the first fragment.
+                            decode_errors["ip_fragment"] += 1
+                            continue
+                    elif vihl >> 4 == 6:
+                        # IPv6 in a frame labelled IPv4: some phone stacks send these; tshark decodes
+                        # them as IPv6 too, and the device's lookups must not vanish.
+                        etype = ETH_IPV6
+                    else:
+                        decode_errors["bad_ip_header"] += 1
+                        continue
+                if etype == ETH_IPV6:
+                    if p + 40 > end:
+                        decode_errors["bad_ip_header"] += 1
+                        continue
+                    vtcfl, plen, proto, _hlim, sip, dip = ipv6_unpack(data, p)
+                    if vtcfl >> 28 != 6:
+                        decode_errors["bad_ip_header"] += 1
+                        continue
+                    l4 = p + 40
+                    if 0 < plen < end - l4:
+                        end = l4 + plen  # drop link-layer padding (plen 0 = jumbogram: keep all)
+                    ipver = 6
+                    while proto in IPV6_GENERIC_EXT or proto in (IPV6_FRAGMENT, IPV6_AH):
+                        if l4 + 8 > end:
+                            proto = -1
+                            break
+                        nxt = data[l4]
+                        if proto == IPV6_FRAGMENT:
+                            if ((data[l4 + 2] << 8) | data[l4 + 3]) & 0xFFF8:
+                                proto = -2  # non-first fragment
+                                break
+                            l4 += 8
+                        elif proto == IPV6_AH:
+                            l4 += (data[l4 + 1] + 2) << 2
+                        else:
+                            l4 += (data[l4 + 1] + 1) << 3
+                        proto = nxt
+                    if proto < 0:
+                        decode_errors["ip_fragment" if proto == -2 else "bad_ipv6_extension"] += 1
+                        continue
+                elif etype != ETH_IPV4:
+                    # Non-IP frame (ARP, LLDP, SADP L2...): only subscribed analyzers care.
+                    targets = ether_subs.get(etype)
+                    if targets:
+                        self._deliver(
+                            targets,
+                            Packet(
+                                ts,
+                                linktype,
+                                memoryview(data)[off:end],
+                                vlan,
+                                _mac(data, src_mo),
+                                _mac(data, dst_mo),
+                                etype,
+                                p - off,
+                                0,
+                                b"",
+                                b"",
+                                0,
+                                0,
+                                0,
+                                0,
+                                end - off,
+                                0,
+                                None,
+                            ),
+                        )
+                    continue
+                # ---- transport layer
+                flags = 0
+                if proto == PROTO_TCP:
+                    if l4 + 20 > end:
+                        decode_errors["truncated_l4_header"] += 1
+                        continue
+                    sport, dport = ports_unpack(data, l4)
+                    flags = data[l4 + 13]
+                    pay = l4 + ((data[l4 + 12] >> 4) << 2)
+                elif proto == PROTO_UDP:
+                    if l4 + 8 > end:
+                        decode_errors["truncated_l4_header"] += 1
+                        continue
+                    sport, dport = ports_unpack(data, l4)
+                    pay = l4 + 8
+                elif proto in (PROTO_ICMP, PROTO_ICMP6):
+                    if l4 + 4 > end:
+                        decode_errors["truncated_l4_header"] += 1
+                        continue
+                    sport = data[l4]
+                    dport = data[l4 + 1]
+                    pay = l4 + 4
+                else:
+                    sport = dport = 0
+                    pay = l4
             if pay > end:
                 pay = end
             paylen = end - pay
@@ -441,14 +485,22 @@ class Pipeline:
                     targets_list = _merge(
                         targets_list, _merge(dispatch.udp.get(sport), dispatch.udp.get(dport))
                     )
-                if paylen and max_udp_payload:
+                if (
+                    paylen
+                    and (flow.payload_pkts_toserver if forward else flow.payload_pkts_toclient)
+                    < max_udp_payload
+                ):
                     targets_list = self._payload_targets(flow, forward, dispatch.udp_payload, targets_list)
             elif proto == PROTO_TCP:
                 if sport in tcp_ports or dport in tcp_ports:
                     targets_list = _merge(
                         targets_list, _merge(dispatch.tcp.get(sport), dispatch.tcp.get(dport))
                     )
-                if paylen and max_tcp_payload:
+                if (
+                    paylen
+                    and (flow.payload_pkts_toserver if forward else flow.payload_pkts_toclient)
+                    < max_tcp_payload
+                ):
                     targets_list = self._payload_targets(flow, forward, dispatch.tcp_payload, targets_list)
             if fresh or targets_list:
                 pkt = Packet(
