@@ -84,7 +84,11 @@ def main() -> int:
     rows.append(("camwatch replay (full pipeline, 1 core)", secs, max(r[1] for r in runs)))
     peers = []
     if shutil.which("tshark"):
-        peers.append(("tshark -n -r FILE -q (full dissection)", ["tshark", "-n", "-r", str(path), "-q"]))
+        # -q alone lets tshark skip most dissection; asking for fields makes it dissect every packet
+        fields = ["-T", "fields", "-e", "ip.src", "-e", "ip.dst", "-e", "tcp.srcport", "-e", "udp.srcport"]
+        peers.append(
+            ("tshark -n -r FILE -T fields (ip/port fields)", ["tshark", "-n", "-r", str(path), *fields])
+        )
         peers.append(
             (
                 "tshark -n -r FILE -q -z conv,ip (conversations)",
