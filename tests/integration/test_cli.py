@@ -211,7 +211,7 @@ def test_serve_keeps_metrics_up_until_interrupted(tmp_path: Path) -> None:
             assert resp.status == 200
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
 
