@@ -10,6 +10,9 @@ Record (JSON-able dict, `Device.to_record()`; timestamps are capture-time epoch 
     key, mac, ips (most recent last), vlan, first_seen, last_seen,
     vendor, family, vendor_weak, vendor_source ("oui" | a protocol name), registrant, mac_local,
     model, serial, firmware,
+    brand (the label it is sold under), maker (who built it), maker_source, relabel (brand's maker
+    differs from the maker), services ("http/80", "rtsp/554"... protocols it answered in), ja4 (TLS
+    client fingerprints, bounded), tls_names (SNI it sent, bounded), oem_code (SADP DetailOEMCode / OEMinfo),
     hostname (DHCP option 12 / DHCPv6 FQDN), vendor_class (option 60 / DHCPv6 16),
     dhcp_fingerprint (option 55 as "1,3,6,15"), dhcpv6_fingerprint (ORO as "23,24"),
     mud_url (DHCPv4 161 / DHCPv6 112), requested_ip (option 50), client_id (option 61, hex),
@@ -28,7 +31,9 @@ Class heuristics (simple on purpose; evaluated on every identity change, first m
 `device` events (via `publish(ctx, ts=...)`, which analyzers call after updating) are emitted once
 when a device is first seen and whenever an identity fact (ips, vendor, family, model, hostname,
 vendor class, DHCP fingerprints, MUD URL, class...) changes; never per packet. Devices restored from
-the store do not produce a second "new" event.
+the store do not produce a second "new" event. When an identity value is replaced (firmware, model,
+serial, brand, maker) the next event also lists `changes: [{field, old, new}]`;
+`update_fingerprint()` returns those changes so the calling analyzer can alert on firmware updates.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ _MAX_DNS_NAMES = 256
 _MAX_MDNS_NAMES = 64
 _MAX_PORTS = 32
 _MAX_PEERS = 16
+_MAX_SERVICES = 32
+_MAX_JA4 = 8
+_MAX_CHANGES = 16
 # A device seen again is re-written to the store only when last_seen moved this much (capture time).
 _LAST_SEEN_FLUSH_STEP = 60.0
 
@@ -70,6 +78,11 @@ IDENTITY_FIELDS = (
     "model",
     "serial",
     "firmware",
+    "brand",
+    "maker",
+    "relabel",
+    "services",
+    "ja4",
     "hostname",
     "vendor_class",
     "dhcp_fingerprint",
@@ -120,6 +133,14 @@ class Device:
     model: str | None = None
     serial: str | None = None
     firmware: str | None = None
+    brand: str | None = None
+    maker: str | None = None
+    maker_source: str | None = None
+    relabel: bool = False
+    oem_code: str | None = None
+    services: dict[str, None] = field(default_factory=dict)
+    ja4: dict[str, None] = field(default_factory=dict)
+    tls_names: dict[str, None] = field(default_factory=dict)
     hostname: str | None = None
     vendor_class: str | None = None
     dhcp_fingerprint: str | None = None
@@ -137,6 +158,7 @@ class Device:
     # bookkeeping, not persisted
     announced: bool = False
     changed: set[str] = field(default_factory=set)
+    value_changes: list[dict[str, Any]] = field(default_factory=list)
     flushed_last_seen: float = 0.0
 
     @property
@@ -175,6 +197,14 @@ class Device:
             "model": self.model,
             "serial": self.serial,
             "firmware": self.firmware,
+            "brand": self.brand,
+            "maker": self.maker,
+            "maker_source": self.maker_source,
+            "relabel": self.relabel,
+            "oem_code": self.oem_code,
+            "services": list(self.services),
+            "ja4": list(self.ja4),
+            "tls_names": list(self.tls_names),
             "hostname": self.hostname,
             "vendor_class": self.vendor_class,
             "dhcp_fingerprint": self.dhcp_fingerprint,
@@ -219,7 +249,9 @@ class Device:
             out.append("dhcp")
         if self.mdns_names and "mdns" not in out:
             out.append("mdns")
-        if self.server_ports or self.rtsp_peers:
+        if self.maker_source and self.maker_source not in out and self.maker_source != "oui":
+            out.append(self.maker_source)
+        if self.server_ports or self.rtsp_peers or self.services:
             out.append("traffic")
         return out
 
@@ -241,6 +273,7 @@ class Device:
         dev.vlan = tuple(int(v) for v in vlan) if isinstance(vlan, list) else ()
         for name in (
             "vendor", "family", "vendor_source", "registrant", "model", "serial", "firmware", "hostname",
+            "brand", "maker", "maker_source", "oem_code",
             "vendor_class", "dhcp_fingerprint", "dhcpv6_fingerprint", "mud_url", "requested_ip", "client_id",
         ):  # fmt: skip
             setattr(dev, name, opt(name))
@@ -250,6 +283,10 @@ class Device:
         dev.mdns_names = oset("mdns_names", _MAX_MDNS_NAMES)
         dev.server_ports = oset("server_ports", _MAX_PORTS)
         dev.rtsp_peers = oset("rtsp_peers", _MAX_PEERS)
+        dev.services = oset("services", _MAX_SERVICES)
+        dev.ja4 = oset("ja4", _MAX_JA4)
+        dev.tls_names = oset("tls_names", _MAX_DNS_NAMES)
+        dev.relabel = bool(rec.get("relabel", False))
         dev.device_class = str(rec.get("class") or "unknown")
         counters = rec.get("counters")
         if isinstance(counters, dict):
@@ -260,6 +297,12 @@ class Device:
         dev.announced = True
         dev.flushed_last_seen = last
         return dev
+
+
+def _bounded_label(value: str | None, known: frozenset[str]) -> str:
+    if not value:
+        return "unknown"
+    return value if value in known else "other"
 
 
 def _bounded_add(target: dict[str, None], value: str, cap: int) -> bool:
@@ -290,6 +333,9 @@ class Inventory:
         self._dirty: set[str] = set()
         self.loaded = False
         self.overflow = 0  # devices refused because max_devices was reached
+        # bounded label sets for count_by_vendor_brand (filled from rules/fingerprints.yaml)
+        self.known_brands: frozenset[str] = frozenset()
+        self.known_makers: frozenset[str] = frozenset()
 
     # --- lookup ---------------------------------------------------------------------------------
 
@@ -401,12 +447,78 @@ class Inventory:
                     self._changed(dev, "vendor")
         for name, value in (("model", model), ("serial", serial), ("firmware", firmware)):
             if value and getattr(dev, name) != value:
-                setattr(dev, name, value)
-                self._changed(dev, name)
+                self._replace(dev, name, value)
+
+    def update_fingerprint(
+        self,
+        key: str,
+        *,
+        source: str,
+        maker: str | None = None,
+        brand: str | None = None,
+        brand_maker: str | None = None,
+        model: str | None = None,
+        serial: str | None = None,
+        firmware: str | None = None,
+        oem_code: str | None = None,
+        service: str | None = None,
+        ja4: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Fingerprint facts (discovery replies, banners, TLS). `maker` is who built the device
+        (protocol evidence: a Dahua protocol means Dahua firmware), `brand` the label it announces
+        and `brand_maker` that brand's maker from the rules. Returns the value changes made
+        ({field, old, new}; e.g. a firmware update) so the caller can alert on them."""
+        dev = self.devices.get(key)
+        if dev is None:
+            return []
+        start = len(dev.value_changes)
+        if maker:
+            self.update_identity(key, source=source, vendor=maker, family=maker)
+            if dev.maker != maker:
+                self._replace(dev, "maker", maker)
+            dev.maker_source = source
+        elif brand_maker and dev.maker is None:
+            # no protocol-level maker yet: the brand's maker is the best hint (not a change of maker)
+            dev.maker, dev.maker_source = brand_maker, "brand"
+            self._changed(dev, "maker")
+        self.update_identity(key, source=source, model=model, serial=serial, firmware=firmware)
+        if brand and dev.brand != brand:
+            self._replace(dev, "brand", brand)
+        if oem_code and dev.oem_code != oem_code:
+            dev.oem_code = oem_code
+            self._dirty.add(key)
+        if service and _bounded_add(dev.services, service, _MAX_SERVICES):
+            self._changed(dev, "services")
+        if ja4 and _bounded_add(dev.ja4, ja4, _MAX_JA4):
+            self._changed(dev, "ja4")
+        self._relabel(dev)
+        return dev.value_changes[start:]
+
+    def _relabel(self, dev: Device) -> None:
+        """A device is relabelled when the brand it is sold under is not its maker's own name."""
+        maker = dev.maker or (dev.family if dev.vendor_source == "oui" and not dev.vendor_weak else None)
+        relabel = bool(dev.brand and maker and dev.brand != maker)
+        if relabel != dev.relabel:
+            dev.relabel = relabel
+            self._changed(dev, "relabel")
+
+    def _replace(self, dev: Device, name: str, value: str) -> None:
+        old = getattr(dev, name)
+        setattr(dev, name, value)
+        if old is not None:
+            dev.value_changes.append({"field": name, "old": old, "new": value})
+            del dev.value_changes[:-_MAX_CHANGES]
+        self._changed(dev, name)
 
     def add_dns_name(self, key: str, name: str) -> None:
         dev = self.devices.get(key)
         if dev is not None and name and _bounded_add(dev.dns_names, name, _MAX_DNS_NAMES):
+            self._dirty.add(key)
+
+    def add_tls_name(self, key: str, name: str) -> None:
+        """A TLS server name (SNI) the device asked for (bounded, like dns_names)."""
+        dev = self.devices.get(key)
+        if dev is not None and name and _bounded_add(dev.tls_names, name, _MAX_DNS_NAMES):
             self._dirty.add(key)
 
     def add_mdns_name(self, key: str, name: str) -> None:
@@ -482,6 +594,7 @@ class Inventory:
             ctx.emit("device", body, ts=ts, pkt=pkt, flow=flow)
             dev.announced = True
             dev.changed.clear()
+            dev.value_changes.clear()
             count += 1
         self._pending.clear()
         return count
@@ -504,6 +617,12 @@ class Inventory:
             "model": dev.model,
             "serial": dev.serial,
             "firmware": dev.firmware,
+            "brand": dev.brand,
+            "maker": dev.maker,
+            "relabel": dev.relabel or None,
+            "oem_code": dev.oem_code,
+            "services": list(dev.services),
+            "ja4": list(dev.ja4),
             "hostname": dev.hostname,
             "vendor_class": dev.vendor_class,
             "dhcp_fingerprint": dev.dhcp_fingerprint,
@@ -517,6 +636,8 @@ class Inventory:
         }
         if change == "updated":
             body["changed"] = sorted(c for c in dev.changed if c in IDENTITY_FIELDS)
+            if dev.value_changes:
+                body["changes"] = [dict(c) for c in dev.value_changes]
         return {k: v for k, v in body.items() if v is not None and v != []}
 
     # --- summaries ------------------------------------------------------------------------------
@@ -526,6 +647,17 @@ class Inventory:
         out: dict[tuple[str, str], int] = {}
         for dev in self.devices.values():
             k = (dev.vendor or "unknown", dev.device_class or "unknown")
+            out[k] = out.get(k, 0) + 1
+        return out
+
+    def count_by_vendor_brand(self) -> dict[tuple[str, str], int]:
+        """(maker, brand) -> devices, with bounded labels: values outside `known_makers` /
+        `known_brands` (set from rules/fingerprints.yaml by the fingerprint analyzers) become
+        "other", missing ones "unknown"."""
+        out: dict[tuple[str, str], int] = {}
+        for dev in self.devices.values():
+            maker = dev.maker or (dev.family if dev.vendor_source and not dev.vendor_weak else None)
+            k = (_bounded_label(maker, self.known_makers), _bounded_label(dev.brand, self.known_brands))
             out[k] = out.get(k, 0) + 1
         return out
 

@@ -1,0 +1,1 @@
+"""Deterministic scenario captures for detector tests (written with agent.capture.writer)."""
