@@ -37,6 +37,21 @@ VERDICT_REASONS_BY_VERDICT: dict[str, tuple[str, ...]] = {
     "unexpected": ("not_in_policy", "direct_ip", "country", "port", "catalogue"),
 }
 SEVERITIES = ("info", "low", "medium", "high", "critical")
+# Issue 4: update channels (analyzers/traffic/updates.py), firmware carved from the wire.
+UPDATE_CHANNELS = ("http", "https", "ftp", "tftp", "isapi", "dahua-cgi", "dvrip", "xmeye-cloud")
+UPDATE_VERDICTS = ("expected", "unexpected")
+# Verdict of a carved image: the hash lists first, then the highest finding of the firmware scan.
+FIRMWARE_VERDICTS = (
+    "known-good",
+    "known-bad",
+    "clean",  # scanned, nothing above low
+    "medium",
+    "high",
+    "critical",
+    "incomplete",  # bytes missing on the wire (scanned anyway)
+    "not-scanned",  # body not kept (carve cap) or scanning disabled
+    "error",
+)
 
 
 @dataclass
@@ -58,6 +73,10 @@ class Counters:
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule_id, severity)
     capture_files: int = 0
     capture_errors: int = 0
+    # issue 4 (analyzers/traffic/updates.py, cloud_p2p.py)
+    update_events: Counter[tuple[str, str]] = field(default_factory=Counter)  # (channel, verdict)
+    firmware_carved: Counter[str] = field(default_factory=Counter)  # FIRMWARE_VERDICTS
+    cloud_sessions: Counter[str] = field(default_factory=Counter)  # catalogue service name
 
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -65,7 +84,16 @@ class Counters:
         """A deep copy safe to read from the scrape thread while the pipeline keeps counting."""
         with self._lock:
             snap = copy.copy(self)
-            for name in ("decode_errors", "flows_evicted", "events", "destination_verdicts", "alerts"):
+            for name in (
+                "decode_errors",
+                "flows_evicted",
+                "events",
+                "destination_verdicts",
+                "alerts",
+                "update_events",
+                "firmware_carved",
+                "cloud_sessions",
+            ):
                 setattr(snap, name, Counter(getattr(self, name)))
             snap._lock = threading.Lock()
         return snap

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.catalogue import PROTO_NAME, proto_text
+from agent.catalogue import PROTO_NAME, ServiceMatch, proto_text
 from agent.inventory import device_key
 from agent.policy import DeviceFacts, Verdict
 from analyzers.base import Analyzer
@@ -75,6 +75,17 @@ def _unicast(ip: str) -> bool:
     if "." in ip and first.isdigit() and 224 <= int(first) <= 239:
         return False
     return not ip.lower().startswith("ff")
+
+
+def _payload_service(flow: Any, cat: Any) -> ServiceMatch | None:
+    """The service analyzers.traffic.cloud_p2p recognised in the flow's first payload (it runs
+    before this analyzer): stronger evidence than a distinctive port, weaker than a DNS name."""
+    if flow.tags.get("service_evidence") != "payload":
+        return None
+    svc = cat.services.get(flow.tags.get("service"))
+    if svc is None:
+        return None
+    return ServiceMatch(svc, "payload", str(flow.tags.get("service_signature") or svc.name))
 
 
 KNOWN_RULES: tuple[tuple[str, str], ...] = tuple((rid, sev) for rid, (sev, _msg) in DESTINATION_RULES.items())
@@ -237,6 +248,8 @@ class DestinationAnalyzer(Analyzer):
                 service = cat.service_for_domain(n)
                 if service is not None:
                     break
+            if service is None:
+                service = _payload_service(flow, cat)
             if service is None:
                 # Distinctive ports attribute only unnamed (direct IP) destinations.
                 service = cat.service_for(None, remote_ip, remote_port, proto, family, port_only=not names)
