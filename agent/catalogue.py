@@ -268,7 +268,7 @@ class ServiceMatch:
     """A catalogue service plus the evidence that attributed the destination to it."""
 
     service: Service
-    evidence: str  # "domain" | "cidr" | "port"
+    evidence: str  # "domain" | "cidr" | "port" | "payload" (set by the cloud analyzer)
     matched: str  # the pattern, CIDR or port that matched
 
     @property

@@ -215,6 +215,8 @@ class Engine:
             known_rules=self.known_rules,
             counters=self.counters.snapshot(),
             devices_by_vendor_class=self.inventory.count_by_vendor_class(),
+            devices_by_maker_brand=self.inventory.count_by_vendor_brand(),
+            relabelled_devices=sum(1 for d in self.inventory if getattr(d, "relabel", False)),
             per_device=per_device,
         )
 

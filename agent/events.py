@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 # Event types camwatch emits today; the metrics collector pre-initialises its per-type counter
 # with these. New types need a schema entry in docs/events.schema.json and a line here.
-EVENT_TYPES = ("device", "destination", "dns", "alert", "stats", "update", "firmware")
+EVENT_TYPES = ("device", "destination", "dns", "alert", "stats", "update", "firmware", "cloud")
 
 _PORT_PROTOS = frozenset({6, 17, 132})  # TCP, UDP, SCTP carry ports
 _ICMP_PROTOS = frozenset({1, 58})  # ICMP / ICMPv6 carry type/code in the flow's port fields

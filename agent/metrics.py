@@ -36,7 +36,10 @@ from agent.events import EVENT_TYPES
 from agent.stats import (
     DECODE_ERROR_REASONS,
     EVICTION_REASONS,
+    FIRMWARE_VERDICTS,
     SEVERITIES,
+    UPDATE_CHANNELS,
+    UPDATE_VERDICTS,
     VERDICT_REASONS_BY_VERDICT,
     Counters,
 )
@@ -155,6 +158,9 @@ class MetricsSnapshot:
 
     counters: Counters
     devices_by_vendor_class: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (maker, brand) -> devices; labels already bounded by the inventory (rules/fingerprints.yaml)
+    devices_by_maker_brand: dict[tuple[str, str], int] = field(default_factory=dict)
+    relabelled_devices: int = 0
     per_device: dict[str, dict[str, float]] | None = None
     known_rules: tuple[tuple[str, str], ...] = ()
 
@@ -234,8 +240,10 @@ class CamwatchCollector:
             value=c.capture_errors,
         )
         yield self._verdicts(snap)
+        yield from self._issue4(snap)
         yield self._alerts(snap)
         yield self._devices(snap)
+        yield from self._devices_by_brand(snap)
         if snap.per_device is not None:
             yield from self._per_device(snap.per_device)
 
@@ -258,6 +266,37 @@ class CamwatchCollector:
         for key in sorted(values):
             fam.add_metric(list(key), values[key])
         return fam
+
+    def _issue4(self, snap: MetricsSnapshot) -> Iterator[Metric]:
+        """Update channels, carved firmware and vendor-cloud sessions (fixed label sets at 0)."""
+        c = snap.counters
+        fam = CounterMetricFamily(
+            "camwatch_update_events",
+            "Firmware update transfers and update-channel requests seen on the wire, by channel and verdict.",
+            labels=["channel", "verdict"],
+        )
+        values: dict[tuple[str, str], float] = {(ch, v): 0 for ch in UPDATE_CHANNELS for v in UPDATE_VERDICTS}
+        for (channel, verdict), n in c.update_events.items():
+            key = (bounded_label(channel), bounded_label(verdict))
+            values[key] = values.get(key, 0) + n
+        for key in sorted(values):
+            fam.add_metric(list(key), values[key])
+        yield fam
+        yield _labelled_counter(
+            "camwatch_firmware_carved",
+            "Firmware images carved from the wire, by verdict (hash lists, then the scan's highest finding).",
+            "verdict",
+            c.firmware_carved,
+            FIRMWARE_VERDICTS,
+        )
+        # Service names come from the endpoint catalogue (bounded); the analyzer pre-seeds them.
+        yield _labelled_counter(
+            "camwatch_cloud_sessions",
+            "Flows recognised as a vendor cloud or P2P protocol, by catalogue service.",
+            "service",
+            c.cloud_sessions,
+            (),
+        )
 
     def _alerts(self, snap: MetricsSnapshot) -> Metric:
         fam = CounterMetricFamily(
@@ -284,6 +323,21 @@ class CamwatchCollector:
         for key in sorted(values):
             fam.add_metric(list(key), values[key])
         return fam
+
+    def _devices_by_brand(self, snap: MetricsSnapshot) -> Iterator[Metric]:
+        fam = GaugeMetricFamily(
+            "camwatch_devices_by_brand",
+            "Devices by underlying maker and the brand they are sold under (protocol evidence).",
+            labels=["maker", "brand"],
+        )
+        for (maker, brand), n in sorted(snap.devices_by_maker_brand.items()):
+            fam.add_metric([bounded_label(maker), bounded_label(brand)], n)
+        yield fam
+        yield GaugeMetricFamily(
+            "camwatch_relabelled_devices",
+            "Devices whose announced brand differs from the maker their protocols reveal.",
+            value=snap.relabelled_devices,
+        )
 
     def _per_device(self, per_device: Mapping[str, Mapping[str, float]]) -> Iterator[Metric]:
         families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}

@@ -8,12 +8,24 @@ Order matters only where one analyzer reads what another wrote for the same pack
 from __future__ import annotations
 
 from analyzers.base import Analyzer
+from analyzers.traffic.cloud_p2p import CloudP2PAnalyzer
 from analyzers.traffic.destinations import DestinationAnalyzer
 from analyzers.traffic.dhcp import DhcpAnalyzer
 from analyzers.traffic.dns import DnsAnalyzer
+from analyzers.traffic.exploits import ExploitAnalyzer
+from analyzers.traffic.fp_banners import FpBannerAnalyzer
+from analyzers.traffic.fp_discovery import FpDiscoveryAnalyzer
+from analyzers.traffic.fp_tls import FpTlsAnalyzer
+from analyzers.traffic.updates import UpdateAnalyzer
 
 TRAFFIC_ANALYZERS: tuple[type[Analyzer], ...] = (
     DhcpAnalyzer,
     DnsAnalyzer,
+    CloudP2PAnalyzer,  # before DestinationAnalyzer: names a flow's service from its first payload
     DestinationAnalyzer,
+    UpdateAnalyzer,
+    ExploitAnalyzer,
+    FpDiscoveryAnalyzer,
+    FpBannerAnalyzer,
+    FpTlsAnalyzer,
 )

@@ -164,8 +164,11 @@ def sample_events() -> list[dict[str, Any]]:
              "flows_evicted": {"idle": 1}, "events": {"alert": 1}},
             ts=ts,
         ),
-        build_event("update", {"channel": "http"}, ts=ts, flow=_flow()),
-        build_event("firmware", {"sha256": "00" * 32}, ts=ts),
+        build_event("update", {"channel": "http", "direction": "pull", "verdict": "expected"},
+                    ts=ts, flow=_flow()),
+        build_event("firmware", {"sha256": "00" * 32, "verdict": "clean"}, ts=ts),
+        build_event("cloud", {"device": "bc:ad:28:00:00:01", "service": "cs2-p2p", "evidence": "payload"},
+                    ts=ts, flow=_flow()),
     ]  # fmt: skip
 
 
@@ -251,9 +254,18 @@ def test_any_flow_event_validates(
         "dns": {"rrname": text},
         "alert": alert_body("R-1", "medium", text, "c"),
         "stats": {"packets": 1},
-        "update": {"note": text},
-        "firmware": {"note": text},
+        "update": {"channel": "http", "direction": "pull", "verdict": "unexpected", "uri": text},
+        "firmware": {"verdict": "clean", "filename": text},
+        "cloud": {"device": "bc:ad:28:00:00:01", "service": "cs2-p2p", "evidence": "port", "signature": text},
     }[event_type]
     line = to_json(build_event(event_type, body, ts=ts, flow=flow, in_iface="eth0"))
     assert line.isascii() and "\n" not in line
     assert validator.errors(json.loads(line)) == []
+
+
+def test_every_golden_replay_event_validates(validator: MiniValidator) -> None:
+    golden = Path(__file__).resolve().parent.parent / "golden"
+    lines = [line for path in sorted(golden.glob("*.ndjson")) for line in path.read_text().splitlines()]
+    assert len(lines) > 100
+    problems = [(line[:120], validator.errors(json.loads(line))) for line in lines]
+    assert [p for p in problems if p[1]] == []
