@@ -7,6 +7,7 @@ Usage: .venv/bin/python bench/firmware_bench.py [--size-mb 64] [--repeat 3] [--n
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -33,10 +34,49 @@ def _file_body(rng: random.Random, size: int) -> bytes:
     return rng.randbytes(size - len(text)) + text
 
 
-def build_image(size_mb: int) -> Path:
+def _elf(rng: random.Random, size: int) -> bytes:
+    """An ELF-looking executable: header magic, code-like random bytes, a string table."""
+    return b"\x7fELF\x01\x01\x01" + b"\x00" * 9 + _file_body(rng, size - 16)
+
+
+def _realistic_tree(rng: random.Random, size_mb: int) -> dict[str, bytes]:
+    """A camera rootfs: many small executables and libraries, init scripts and configs, and web UI
+    assets shipped gzip-compressed (each one a nested container for an extractor to find)."""
+    tree: dict[str, bytes] = {}
+    budget = int(size_mb * 1024 * 1024 / 0.62)
+    i = 0
+    while budget > 0:
+        kind = i % 10
+        if kind < 4:
+            body = _elf(rng, rng.randint(8, 160) * 1024)
+            tree[f"usr/lib/lib{i:05d}.so"] = body
+        elif kind < 6:
+            body = _elf(rng, rng.randint(4, 64) * 1024)
+            tree[f"bin/tool{i:05d}"] = body
+        elif kind < 8:
+            text = b"\n".join(
+                b" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(rng.randint(20, 400))
+            )
+            body = gzip.compress(text, mtime=0)
+            tree[f"web/js/page{i:05d}.js.gz"] = body
+        else:
+            body = b"\n".join(b"%s=%d" % (rng.choice(WORDS), rng.randint(0, 9999)) for _ in range(50))
+            tree[f"etc/config/c{i:05d}.conf"] = body
+        budget -= len(body)
+        i += 1
+    return tree
+
+
+def _bigfile_tree(rng: random.Random, size_mb: int) -> dict[str, bytes]:
+    """A few hundred 256 KiB files: the best case for binwalk (one C unsquashfs does the work)."""
+    content = int(size_mb * 1024 * 1024 / 0.6)
+    return {f"app/lib/module{i:04d}.so": _file_body(rng, 256 * 1024) for i in range(content // (256 * 1024))}
+
+
+def build_image(size_mb: int, shape: str) -> Path:
     from tests.firmware.builders import build_squashfs, build_uimage, compress, pack_digicap
 
-    path = OUT / f"firmware_{size_mb}mb.dav"
+    path = OUT / f"firmware_{shape}_{size_mb}mb.dav"
     if path.exists():
         return path
     OUT.mkdir(parents=True, exist_ok=True)
@@ -45,11 +85,7 @@ def build_image(size_mb: int) -> Path:
         "etc/init.d/rcS": b"#!/bin/sh\nmount -a\n/bin/syslogd\n/app/ipc_main &\n",
         "etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n",
     }
-    # compressed rootfs comes out at ~60% of its content: aim the whole image at size_mb
-    content = int(size_mb * 1024 * 1024 / 0.6)
-    n = content // (256 * 1024)
-    for i in range(n):
-        tree[f"app/lib/module{i:04d}.so"] = _file_body(rng, 256 * 1024)
+    tree.update(_realistic_tree(rng, size_mb) if shape == "realistic" else _bigfile_tree(rng, size_mb))
     with tempfile.TemporaryDirectory() as tmp:
         squash = build_squashfs(tree, Path(tmp) / "rootfs.squashfs")
         kernel = build_uimage(
@@ -71,8 +107,9 @@ def main() -> int:
     ap.add_argument("--size-mb", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--shape", choices=("realistic", "bigfiles"), default="realistic")
     args = ap.parse_args()
-    image = build_image(args.size_mb)
+    image = build_image(args.size_mb, args.shape)
     size = image.stat().st_size
     report = OUT / "firmware_report.json"
     cw = [sys.executable, "-m", "agent", "firmware", "scan", str(image), "--json", str(report), "-q"]
@@ -96,7 +133,8 @@ def main() -> int:
     lines = [
         f"### Firmware scan — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
-        f"Image: generated digicap.dav ({mb:.1f} MB: uImage kernel + squashfs rootfs, {members} members, "
+        f"Image: generated digicap.dav, shape `{args.shape}` ({mb:.1f} MB: uImage kernel + squashfs rootfs, "
+        f"{members} members, "
         f"{unpacked / 1e6:.1f} MB unpacked). Machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}. Best of {args.repeat} runs. `bench/firmware_bench.py`.",
         "",

@@ -15,6 +15,7 @@ with a `limit` finding; nothing is ever read unbounded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import posixpath
 import re
@@ -76,7 +77,9 @@ class WalkOptions:
     carve_min_elf: int = 1 * MiB  # ELF programs only from this size (kernels, big apps with resources)
     max_carve_candidates: int = 4096  # per blob: bounds work on adversarial magic soup
     max_carve_failures: int = 8  # per handler and blob: bounds re-parsing a damaged image block by block
-    tlsh_large_file: int = 1 * MiB  # TLSH for ELF executables and for files at least this large
+    # TLSH for ELF executables and for blobs at least this large (kernels, whole partitions); other
+    # files are identified by SHA-256. TLSH runs at ~60 MB/s, so it is kept to what similarity needs.
+    tlsh_large_file: int = 8 * MiB
 
 
 def join_path(parent: str, rel: str) -> str:
@@ -139,6 +142,18 @@ def content_runs(data: memoryview, lo: int, hi: int) -> list[tuple[int, int]]:
     return runs
 
 
+@functools.lru_cache(maxsize=8)
+def _magic_scanner(magics: tuple[bytes, ...]) -> Any:
+    """A YARA-X scanner matching every container magic; pattern $mN is magics[N]."""
+    import yara_x
+
+    strings = "\n".join(f"    $m{i} = {{ {m.hex(' ')} }}" for i, m in enumerate(magics))
+    source = f"rule container_magics {{\n  strings:\n{strings}\n  condition:\n    any of them\n}}\n"
+    scanner = yara_x.Scanner(yara_x.compile(source))
+    scanner.set_timeout(60)
+    return scanner
+
+
 class Walker:
     """Walks one image. Findings, members, containers and binwalk rows go into `report`."""
 
@@ -171,9 +186,10 @@ class Walker:
             if handler.CARVABLE:
                 for magic in handler.PATTERNS:
                     self._magic_index.setdefault(magic.value, []).append((handler, magic.offset))
-        self._magic_regex = re.compile(
-            b"|".join(re.escape(v) for v in sorted(self._magic_index, key=len, reverse=True))
-        )
+        # All magics are found in one multi-pattern pass (YARA-X); an alternation regex, or one
+        # bytes.find per magic, made this the largest single cost of a scan.
+        self._magics = tuple(sorted(self._magic_index))
+        self._magic_scanner = _magic_scanner(self._magics)
 
     # ------------------------------------------------------------------------------------ entry point
     def walk_image(self, image: memoryview) -> None:
@@ -487,8 +503,6 @@ class Walker:
             mode=child.mode,
             depth=depth + 1,
         )
-        if len(blob) >= self.options.tlsh_large_file or bytes(view[:4]) == b"\x7fELF":
-            member.tlsh = tlsh_digest(view)
         self.report.members.append(member)
         if self.writer is not None:
             try:
@@ -496,6 +510,12 @@ class Walker:
             except (ExtractRefused, OSError) as exc:
                 self._refused(member_path, exc)
         member.container = self._unpack_blob(view, member_path, depth + 1, ancestry)
+        # TLSH (similarity) for executables and for large leaf blobs such as kernels; a partition a
+        # handler unpacked is already described by its members' hashes.
+        if bytes(view[:4]) == b"\x7fELF" or (
+            member.container is None and len(blob) >= self.options.tlsh_large_file
+        ):
+            member.tlsh = tlsh_digest(view)
         if self.inspector is not None:
             data = blob if isinstance(blob, bytes) else bytes(view)
             self._inspect(lambda: self.inspector.inspect_member(member, data), member_path)
@@ -521,15 +541,18 @@ class Walker:
 
     def _candidates(self, data: memoryview, start: int) -> list[int]:
         starts: set[int] = set()
-        overlap = 512  # longest magic plus its offset (tar: 257 + 5)
-        for lo, hi in content_runs(data, start, len(data)):
-            for match in self._magic_regex.finditer(data, lo, min(len(data), hi + overlap)):
-                for _handler, moff in self._magic_index.get(match.group(), ()):
-                    candidate = match.start() - moff
-                    if candidate >= start:
-                        starts.add(candidate)
-                if len(starts) >= self.options.max_carve_candidates:
-                    return sorted(starts)
+        cap = self.options.max_carve_candidates
+        raw = data.obj if isinstance(data.obj, bytes) and len(data.obj) == len(data) else bytes(data)
+        results = self._magic_scanner.scan(raw)
+        for rule in results.matching_rules:
+            for pattern in rule.patterns:
+                offsets = self._magic_index[self._magics[int(pattern.identifier[2:])]]
+                for match in pattern.matches:
+                    for _handler, moff in offsets:
+                        if match.offset - moff >= start:
+                            starts.add(match.offset - moff)
+                    if len(starts) >= cap:
+                        return sorted(starts)
         return sorted(starts)
 
     def _carve(

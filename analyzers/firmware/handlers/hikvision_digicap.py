@@ -14,6 +14,8 @@ import itertools
 import struct
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from analyzers.firmware.handlers.base import (
     Blob,
     Child,
@@ -54,7 +56,8 @@ def hik_xor(buf: Blob, start: int = 0) -> bytes:
 
 
 def byte_sum(data: Blob) -> int:
-    return sum(data) & 0xFFFFFFFF  # sum() over bytes runs in C; ~0.5 s per 64 MiB
+    # NumPy sums 64 MiB in ~20 ms; the builtin sum() over bytes takes ~0.5 s
+    return int(np.frombuffer(data, dtype=np.uint8).sum(dtype=np.uint64)) & 0xFFFFFFFF
 
 
 @dataclass(slots=True)
