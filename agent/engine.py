@@ -56,6 +56,7 @@ class Engine:
         self.store = StateStore(config.state_dir)
         self.catalogue = EndpointCatalogue.load(config.rules_dir)
         self.geo = GeoLookup(config)
+        self.geo.load()  # at start-up, not on the first outbound flow
         self.dns = PassiveDNS(config)
         self.inventory = Inventory(config, self.catalogue)
         self.inventory.load(self.store)
