@@ -18,6 +18,7 @@ from analyzers.firmware.handlers.base import (
     NotMyFormat,
     UnpackContext,
 )
+from analyzers.firmware.handlers.dissectfs import entry_child
 from analyzers.firmware.memio import SliceReader
 from analyzers.firmware.model import Finding, Severity
 from analyzers.firmware.safety import DecompressError, LimitExceeded
@@ -151,24 +152,7 @@ class CramfsHandler(ContainerHandler):
                 if entry.is_dir():
                     stack.append((path + "/", entry))
 
-    @staticmethod
-    def _child(entry: Any, path: str, guard: Any) -> Child:
-        mode = entry.mode
-        if entry.is_dir():
-            return Child(path, kind="dir", mode=mode, size=0)
-        if entry.is_symlink():
-            return Child(path, kind="symlink", mode=mode, link_target=entry.link, size=0)
-        if entry.is_file():
-            size = entry.size
-
-            def load(entry: Any = entry, size: int = size) -> bytes:
-                body = entry.open().read(size)
-                guard.add(len(body))
-                return bytes(body)
-
-            return Child(path, loader=load, size=size, mode=mode)
-        kind = "device" if entry.is_device() else "fifo" if entry.is_fifo() else "socket"
-        return Child(path, kind=kind, mode=mode, size=0)
+    _child = staticmethod(entry_child)
 
 
 def _list_dir(fs: Any, view: memoryview, directory: Any) -> list[Any]:

@@ -24,6 +24,7 @@ from analyzers.firmware.handlers.base import (
     NotMyFormat,
     UnpackContext,
 )
+from analyzers.firmware.handlers.dissectfs import entry_child
 from analyzers.firmware.model import Finding, Limits, Severity
 from analyzers.firmware.safety import DecompressError, LimitExceeded, bounded_decompress
 
@@ -239,24 +240,7 @@ class SquashfsHandler(ContainerHandler):
                 if entry.is_dir():
                     stack.append((path + "/", entry))
 
-    @staticmethod
-    def _child(entry: Any, path: str, guard: Any) -> Child:
-        mode = entry.mode
-        if entry.is_dir():
-            return Child(path, kind="dir", mode=mode, size=0)
-        if entry.is_symlink():
-            return Child(path, kind="symlink", mode=mode, link_target=entry.link, size=0)
-        if entry.is_file():
-            size = entry.size
-
-            def load(entry: Any = entry, size: int = size) -> bytes:
-                body = entry.open().read(size)
-                guard.add(len(body))
-                return bytes(body)
-
-            return Child(path, loader=load, size=size, mode=mode)
-        kind = "device" if entry.is_device() else "fifo" if entry.is_fifo() else "socket"
-        return Child(path, kind=kind, mode=mode, size=0)
+    _child = staticmethod(entry_child)
 
     def _fallback(
         self, view: memoryview, sb: SuperBlock, ctx: UnpackContext, findings: list[Finding], exc: Exception
