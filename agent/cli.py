@@ -1,4 +1,4 @@
-"""The `camwatch` command line: replay, demo, devices, findings, policy, firmware.
+"""The `camwatch` command line: replay, demo, run, devices, findings, policy, firmware.
 
 Exit codes: 0 ok; 1 input damaged, or findings at/over --fail-on; 2 usage or configuration error.
 User errors are printed as one line (`camwatch: <file>: <problem>`), never as a traceback.
@@ -90,6 +90,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="exit after printing the summary (do not serve)")
     p.add_argument("--listen", metavar="ADDR:PORT", help="metrics address (default from config)")
 
+    p = sub.add_parser(
+        "run",
+        help="capture live from network interfaces and serve metrics (daemon; see docs/live-capture.md)",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML configuration (capture, networks, policy, metrics)")
+    p.add_argument(
+        "--interface",
+        "-i",
+        metavar="IFACE",
+        action="append",
+        help="interface to capture (repeatable; replaces capture.interfaces)",
+    )
+    p.add_argument("--filter", metavar="BPF", help="capture filter, tcpdump syntax (replaces capture.filter)")
+    p.add_argument(
+        "--backend",
+        choices=("afpacket", "dumpcap"),
+        default="afpacket",
+        help="AF_PACKET TPACKET_V3 ring (default) or a dumpcap child process",
+    )
+    p.add_argument("--listen", metavar="ADDR:PORT", help="metrics address (default from config)")
+    p.add_argument("--state-dir", metavar="DIR", help="state directory (SQLite store); default from config")
+    p.add_argument("--events", metavar="FILE", help="write NDJSON events to FILE ('-' for stdout)")
+    p.add_argument("--policy", metavar="FILE", action="append", help="destination policy YAML (repeatable)")
+    p.add_argument(
+        "--user",
+        metavar="USER",
+        help="when started as root: switch to USER after opening the capture, keeping only CAP_NET_RAW",
+    )
+    p.add_argument(
+        "--ring-size",
+        metavar="MIB",
+        type=int,
+        default=32,
+        help="kernel capture ring (afpacket) or dumpcap buffer per interface, MiB (default 32)",
+    )
+    p.add_argument("--workers", type=int, metavar="N", help=argparse.SUPPRESS)
+
     p = sub.add_parser("devices", help="list devices from the state store")
     p.add_argument("--config", metavar="FILE")
     p.add_argument("--state-dir", metavar="DIR")
@@ -143,6 +182,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from agent.engine import run_demo, run_replay
 
         return run_replay(args) if args.command == "replay" else run_demo(args)
+    if args.command == "run":
+        from agent.daemon import run as run_daemon
+
+        return run_daemon(args)
     if args.command in ("devices", "findings"):
         from agent.engine import show_table
 

@@ -37,6 +37,7 @@ from agent.stats import (
     DECODE_ERROR_REASONS,
     EVICTION_REASONS,
     FIRMWARE_VERDICTS,
+    RELOAD_RESULTS,
     SEVERITIES,
     UPDATE_CHANNELS,
     UPDATE_VERDICTS,
@@ -241,6 +242,8 @@ class CamwatchCollector:
         )
         yield self._verdicts(snap)
         yield from self._issue4(snap)
+        if c.capture_up:
+            yield from self._live_capture(c)
         yield self._alerts(snap)
         yield self._devices(snap)
         yield from self._devices_by_brand(snap)
@@ -296,6 +299,41 @@ class CamwatchCollector:
             "service",
             c.cloud_sessions,
             (),
+        )
+
+    def _live_capture(self, c: Counters) -> Iterator[Metric]:
+        """Per-interface capture health of `camwatch run` (absent for replays). Interface names come
+        from the configuration, so the label set is bounded and pre-initialised by the daemon."""
+        up = GaugeMetricFamily(
+            "camwatch_capture_up",
+            "1 while camwatch is capturing on the interface, 0 when the capture failed or stopped.",
+            labels=["interface"],
+        )
+        for name in sorted(c.capture_up):
+            up.add_metric([bounded_label(name)], c.capture_up[name])
+        yield up
+        for attr, name, doc in (
+            ("capture_packets", "camwatch_capture_packets", "Packets read from the interface's capture."),
+            (
+                "capture_kernel_packets",
+                "camwatch_capture_kernel_packets",
+                "Packets the kernel accepted for camwatch's capture socket after the capture filter, "
+                "including the dropped ones (PACKET_STATISTICS tp_packets, accumulated).",
+            ),
+            (
+                "capture_kernel_drops",
+                "camwatch_capture_kernel_drops",
+                "Packets the kernel dropped because the capture ring was full (PACKET_STATISTICS "
+                "tp_drops, accumulated).",
+            ),
+        ):
+            yield _labelled_counter(name, doc, "interface", getattr(c, attr), c.capture_up)
+        yield _labelled_counter(
+            "camwatch_config_reloads",
+            "Rule and policy reloads requested with SIGHUP, by result.",
+            "result",
+            c.reloads,
+            RELOAD_RESULTS,
         )
 
     def _alerts(self, snap: MetricsSnapshot) -> Metric:

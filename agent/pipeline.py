@@ -208,6 +208,11 @@ class Pipeline:
                 a.tick(ts)
             self.next_tick = ts + 1.0
 
+    def advance(self, now: float) -> None:
+        """Move capture time forward without a packet (a quiet live link): flows still time out
+        and analyzers still tick."""
+        self._clock(now)
+
     def finish(self) -> None:
         """End of input: end all flows, then let analyzers flush."""
         self.flows.drain()

@@ -53,6 +53,8 @@ FIRMWARE_VERDICTS = (
     "error",
 )
 
+RELOAD_RESULTS = ("success", "failure")
+
 
 @dataclass
 class Counters:
@@ -77,6 +79,13 @@ class Counters:
     update_events: Counter[tuple[str, str]] = field(default_factory=Counter)  # (channel, verdict)
     firmware_carved: Counter[str] = field(default_factory=Counter)  # FIRMWARE_VERDICTS
     cloud_sessions: Counter[str] = field(default_factory=Counter)  # catalogue service name
+    # issue 5, live capture (agent/daemon.py); empty for replays. Keys are the configured interface
+    # names, pre-initialised by the daemon before the first scrape.
+    capture_up: dict[str, int] = field(default_factory=dict)  # 1 while the interface is captured
+    capture_packets: Counter[str] = field(default_factory=Counter)  # records handed to the pipeline
+    capture_kernel_packets: Counter[str] = field(default_factory=Counter)  # PACKET_STATISTICS tp_packets
+    capture_kernel_drops: Counter[str] = field(default_factory=Counter)  # PACKET_STATISTICS tp_drops
+    reloads: Counter[str] = field(default_factory=Counter)  # RELOAD_RESULTS (SIGHUP)
 
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -93,7 +102,12 @@ class Counters:
                 "update_events",
                 "firmware_carved",
                 "cloud_sessions",
+                "capture_packets",
+                "capture_kernel_packets",
+                "capture_kernel_drops",
+                "reloads",
             ):
                 setattr(snap, name, Counter(getattr(self, name)))
+            snap.capture_up = dict(self.capture_up)
             snap._lock = threading.Lock()
         return snap
