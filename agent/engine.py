@@ -229,9 +229,11 @@ class Engine:
     # -- summary ----------------------------------------------------------------------------------
     def summary(self, elapsed: float) -> str:
         c = self.counters
+        # A rate over a small file measures start-up costs, not throughput: show it for big ones only.
+        rate = f" ({c.packets / elapsed:,.0f} packets/s)" if c.packets >= 100_000 and elapsed > 0 else ""
         lines = [
             f"camwatch {__version__}: {c.packets:,} packets, {c.bytes:,} bytes, {c.flows_total:,} flows "
-            f"in {elapsed:.2f} s ({c.packets / elapsed if elapsed > 0 else 0:,.0f} packets/s)",
+            f"in {elapsed:.2f} s{rate}",
         ]
         if c.decode_errors:
             errs = ", ".join(f"{k} {v}" for k, v in sorted(c.decode_errors.items()))
