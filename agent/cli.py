@@ -127,7 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=32,
         help="kernel capture ring (afpacket) or dumpcap buffer per interface, MiB (default 32)",
     )
-    p.add_argument("--workers", type=int, metavar="N", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="capture worker processes joined by PACKET_FANOUT (afpacket backend; default from config, 1)",
+    )
 
     p = sub.add_parser("devices", help="list devices from the state store")
     p.add_argument("--config", metavar="FILE")

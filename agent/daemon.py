@@ -463,13 +463,16 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of `camwatch run`."""
     from agent.engine import Engine
 
-    if args.workers is not None and args.workers > 1:
-        raise UsageError("--workers above 1 (PACKET_FANOUT worker processes) is not implemented yet")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: expected a positive number of worker processes")
     cfg = _load(args)
     if args.ring_size < 1:
         raise UsageError(f"--ring-size {args.ring_size}: expected a positive number of MiB")
-    if cfg.workers > 1:
-        log(f"{cfg.source}: capture.workers {cfg.workers}: multi-process capture is not implemented; using 1")
+    workers = args.workers if args.workers is not None else cfg.workers
+    if workers > 1:  # PACKET_FANOUT over worker processes: agent/fanout.py
+        from agent.fanout import run_fanout
+
+        return run_fanout(args, cfg, workers)
     sources: list[Source] = []
     try:
         if args.backend == "afpacket":

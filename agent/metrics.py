@@ -335,6 +335,23 @@ class CamwatchCollector:
             c.reloads,
             RELOAD_RESULTS,
         )
+        if c.worker_packets:  # `camwatch run --workers N` only
+            workers = sorted(c.worker_packets, key=lambda w: (len(w), w))
+            yield _labelled_counter(
+                "camwatch_worker_packets",
+                "Packets each capture worker process read from its PACKET_FANOUT share of the rings.",
+                "worker",
+                c.worker_packets,
+                workers,
+            )
+            yield _labelled_counter(
+                "camwatch_worker_queue_dropped_packets",
+                "Packets a capture worker could not forward to the analyzers because the queue to the "
+                "parent process was full.",
+                "worker",
+                c.worker_queue_drops,
+                workers,
+            )
 
     def _alerts(self, snap: MetricsSnapshot) -> Metric:
         fam = CounterMetricFamily(

@@ -86,6 +86,9 @@ class Counters:
     capture_kernel_packets: Counter[str] = field(default_factory=Counter)  # PACKET_STATISTICS tp_packets
     capture_kernel_drops: Counter[str] = field(default_factory=Counter)  # PACKET_STATISTICS tp_drops
     reloads: Counter[str] = field(default_factory=Counter)  # RELOAD_RESULTS (SIGHUP)
+    # `camwatch run --workers N` (agent/fanout.py): keys are worker numbers, pre-initialised
+    worker_packets: Counter[str] = field(default_factory=Counter)  # packets read by each worker
+    worker_queue_drops: Counter[str] = field(default_factory=Counter)  # forwarded packets dropped
 
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -106,6 +109,8 @@ class Counters:
                 "capture_kernel_packets",
                 "capture_kernel_drops",
                 "reloads",
+                "worker_packets",
+                "worker_queue_drops",
             ):
                 setattr(snap, name, Counter(getattr(self, name)))
             snap.capture_up = dict(self.capture_up)

@@ -217,7 +217,8 @@ class AfPacketSource:
             sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, _MREQ.pack(ifindex, PACKET_MR_PROMISC, 0, b""))
         if fanout is not None:
             group, mode = fanout
-            sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (group & 0xFFFF) | (mode << 16))
+            # packed unsigned: with PACKET_FANOUT_FLAG_DEFRAG the value does not fit a C int
+            sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("=I", (group & 0xFFFF) | (mode << 16)))
         sock.setblocking(False)
         self.stats()  # start the kernel counters from the moment the capture is complete
 
