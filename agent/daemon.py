@@ -11,9 +11,10 @@ least privilege:
    unprivileged user) and bind the metrics port.
 
 Signals: SIGTERM / SIGINT finish the batches already captured, end all flows, write the stats event,
-commit the state store and exit 0. SIGHUP reloads the endpoint catalogue and the destination policy
-from the configuration (flows, inventory, DNS cache and baseline are kept); a reload that fails is
-logged and the previous rules stay in force. See docs/live-capture.md.
+commit the state store and exit 0. SIGHUP reloads the endpoint catalogue, the destination policy
+and the analyzers' rule files (their `reload()` hook) from the configuration (flows, inventory, DNS
+cache and baseline are kept); a reload that fails is logged and the previous rules stay in force.
+See docs/live-capture.md.
 """
 
 from __future__ import annotations
@@ -263,6 +264,8 @@ class Daemon:
         for result in ("success", "failure"):
             c.reloads[result] = 0
         self._last_packet_wall = time.monotonic()
+        # camwatch_up: 0 before the start, while an interface is down or a worker died, when stopping
+        engine.up_check = self.ready
 
     def ready(self) -> bool:
         return self.running and not self.stopping and not self.down
@@ -442,7 +445,15 @@ class Daemon:
         engine.policy = policy
         engine.config.policy_paths = cfg.policy_paths
         engine.config.rules_dir = cfg.rules_dir
-        c.reloads["success"] += 1
+        # The analyzers' own rule files (fingerprints, cloud/P2P signatures, exploit signatures,
+        # update channels); in fanout mode they run here, in the parent.
+        failed = engine.reload_analyzers()
+        if failed:
+            c.reloads["failure"] += 1
+            for problem in failed:
+                log(f"reload failed, keeping the previous rules of analyzer {problem}")
+        else:
+            c.reloads["success"] += 1
         restart = [
             what
             for what, old, new in (

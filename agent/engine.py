@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -70,6 +71,8 @@ class Engine:
         ]
         self._last_commit = time.monotonic()
         self._stop = threading.Event()
+        # camwatch_up: replays are always up; `camwatch run` replaces this with its readiness check
+        self.up_check: Callable[[], bool] = lambda: True
         self.analyzers = [cls() for cls in TRAFFIC_ANALYZERS]
         # (rule_id, severity) of every alert an analyzer can raise: pre-initialised to 0 in metrics
         self.known_rules = tuple(rule for a in self.analyzers for rule in a.KNOWN_RULES)
@@ -204,6 +207,18 @@ class Engine:
     def stop(self) -> None:
         self._stop.set()
 
+    def reload_analyzers(self) -> list[str]:
+        """SIGHUP: every analyzer's `reload()` hook (analyzers/base.py) re-reads its rule files from
+        `config.rules_dir`. Returns "NAME: error" for each analyzer whose files were invalid; those
+        keep their previous rules, the others use the new ones."""
+        failed: list[str] = []
+        for a in self.analyzers:
+            try:
+                a.reload()
+            except Exception as exc:  # a bad rule file must not stop the capture
+                failed.append(f"{a.NAME or type(a).__name__}: {exc}")
+        return failed
+
     # -- metrics ----------------------------------------------------------------------------------
     def metrics_snapshot(self) -> Any:
         from agent.metrics import MetricsSnapshot
@@ -219,6 +234,7 @@ class Engine:
             devices_by_maker_brand=self.inventory.count_by_vendor_brand(),
             relabelled_devices=sum(1 for d in self.inventory if getattr(d, "relabel", False)),
             per_device=per_device,
+            up=1 if self.up_check() else 0,
         )
 
     def registry(self) -> Any:

@@ -164,6 +164,8 @@ class MetricsSnapshot:
     relabelled_devices: int = 0
     per_device: dict[str, dict[str, float]] | None = None
     known_rules: tuple[tuple[str, str], ...] = ()
+    # camwatch_up: 1 while `camwatch run` captures on every interface (always 1 for a replay)
+    up: int = 1
 
 
 class CamwatchCollector:
@@ -194,6 +196,12 @@ class CamwatchCollector:
         )
         info.add_metric([self._build["version"], self._build["python"]], 1)
         yield info
+        yield GaugeMetricFamily(
+            "camwatch_up",
+            "1 while camwatch is capturing on all its interfaces (always 1 for a replay that serves "
+            "metrics), 0 otherwise.",
+            value=1 if snap.up else 0,
+        )
 
         yield CounterMetricFamily(
             "camwatch_processed_packets", "Packets processed (decoded or counted as errors).", value=c.packets

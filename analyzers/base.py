@@ -24,6 +24,12 @@ Hooks (all optional):
     flow_end(flow)
     tick(now)           about once per second of capture time (timeouts, learning windows).
     done()              at the end of a replay or on shutdown: flush what is pending.
+    reload()            SIGHUP in `camwatch run`: re-read the rule files cached at setup() from
+                        `ctx.config.rules_dir` (already updated; `ctx.catalogue` is the new endpoint
+                        catalogue). Load everything first and swap it in last, so that an exception
+                        (bad YAML, invalid rule) leaves the previous rules in force; the daemon logs
+                        it and counts a failed reload. Keep runtime state (flows followed, keys
+                        already reported). Not a packet hook: the pipeline never dispatches it.
 
 Adding an analyzer = one module in analyzers/traffic/ + one line in analyzers/__init__.py.
 """
@@ -109,6 +115,9 @@ class Analyzer:
 
     def done(self) -> None:
         """End of input: flush pending state."""
+
+    def reload(self) -> None:
+        """Re-read rule files after SIGHUP; raise (keeping the old rules) when they are invalid."""
 
 
 # Hook names the pipeline looks for; only hooks a subclass actually defines are wired up.

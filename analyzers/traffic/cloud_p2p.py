@@ -184,20 +184,32 @@ class CloudP2PAnalyzer(Analyzer):
         super().setup(ctx)
         cfg = getattr(ctx, "config", None)
         opts = (getattr(cfg, "analyzer_options", None) or {}).get(self.NAME, {})
-        cat = getattr(ctx, "catalogue", None)
-        self.services = cat.services if cat is not None else {}
-        path = signatures_path(getattr(cfg, "rules_dir", None))
-        self.signatures = load_signatures(path, set(self.services) if self.services else None)
-        self.by_proto: dict[int, tuple[Signature, ...]] = {
-            proto: tuple(s for s in self.signatures if s.proto == proto) for proto in (6, 17)
-        }
         self.max_keys = int(opts.get("max_keys", DEFAULT_MAX_KEYS))
         self.reported: set[tuple[str, str, str, int, str]] = set()
         self._started: Any = None
+        self._load_rules()
+
+    def reload(self) -> None:
+        # Sessions already reported stay reported; the new signatures apply to later flows.
+        self._load_rules()
+
+    def _load_rules(self) -> None:
+        """(Re-)read the signatures; nothing changes when the file is invalid (ConfigError)."""
+        ctx = self.ctx
+        cfg = getattr(ctx, "config", None)
+        cat = getattr(ctx, "catalogue", None)
+        services = cat.services if cat is not None else {}
+        path = signatures_path(getattr(cfg, "rules_dir", None))
+        signatures = load_signatures(path, set(services) if services else None)
+        self.services = services
+        self.signatures = signatures
+        self.by_proto: dict[int, tuple[Signature, ...]] = {
+            proto: tuple(s for s in signatures if s.proto == proto) for proto in (6, 17)
+        }
         # Pre-initialise the metric series of every service a signature can name (bounded set).
         counts = getattr(ctx.counters, "cloud_sessions", None)
         if counts is not None:
-            for s in self.signatures:
+            for s in signatures:
                 counts.setdefault(s.service, 0)
 
     # -- hooks -----------------------------------------------------------------------------------

@@ -181,12 +181,19 @@ def parse_rules(doc: Any, path: str = RULES_FILE) -> FingerprintRules:
     return rules
 
 
-@functools.lru_cache(maxsize=8)
 def load_rules(rules_dir: str) -> FingerprintRules:
+    """The rules of `rules_dir` (empty when it has no fingerprints file). Parsed once per file
+    version: the analyzers sharing them at start-up parse once, an edited file (SIGHUP) again."""
     path = Path(rules_dir) / RULES_FILE
     if not path.is_file():
         return FingerprintRules()
-    return parse_rules(load_yaml(path), str(path))
+    st = path.stat()
+    return _parse_file(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_file(path: str, _mtime_ns: int, _size: int) -> FingerprintRules:
+    return parse_rules(load_yaml(Path(path)), path)
 
 
 def rules_for(ctx: Any) -> FingerprintRules:

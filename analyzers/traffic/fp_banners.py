@@ -32,6 +32,10 @@ class FpBannerAnalyzer(Analyzer):
         super().setup(ctx)
         self.rules = rules_for(ctx)
 
+    def reload(self) -> None:
+        """SIGHUP: re-read rules/fingerprints.yaml (facts already recorded are kept)."""
+        self.rules = rules_for(self.ctx)
+
     def packet(self, pkt: Any) -> None:
         flow = pkt.flow
         if flow is None or pkt.proto != 6 or pkt.payload_len < 4:

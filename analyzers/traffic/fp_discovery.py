@@ -28,6 +28,10 @@ class FpDiscoveryAnalyzer(Analyzer):
         self.rules = rules_for(ctx)
         self.seen = 0  # replies recognised (tests, debugging)
 
+    def reload(self) -> None:
+        """SIGHUP: re-read rules/fingerprints.yaml (facts already recorded are kept)."""
+        self.rules = rules_for(self.ctx)
+
     def packet(self, pkt: Any) -> None:
         if pkt.ip_version == 0:
             self._l2_sadp(pkt)

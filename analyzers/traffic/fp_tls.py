@@ -32,6 +32,10 @@ class FpTlsAnalyzer(Analyzer):
         self.hellos = 0
         self.certificates = 0
 
+    def reload(self) -> None:
+        """SIGHUP: re-read rules/fingerprints.yaml (facts already recorded are kept)."""
+        self.rules = rules_for(self.ctx)
+
     def packet(self, pkt: Any) -> None:
         flow = pkt.flow
         if flow is None or pkt.proto != 6 or not pkt.payload_len:

@@ -304,10 +304,7 @@ class UpdateAnalyzer(Analyzer):
         super().setup(ctx)
         cfg = getattr(ctx, "config", None)
         opts = (getattr(cfg, "analyzer_options", None) or {}).get(self.NAME, {})
-        rules_dir = getattr(cfg, "rules_dir", None)
-        self.rules = load_channels(channels_path(rules_dir))
-        nets = [*self.rules.update_sources, *(str(s) for s in opts.get("update_sources") or [])]
-        self.sources = [ipaddress.ip_network(s, strict=False) for s in nets]
+        self.rules, self.sources, self.hashes = self._load_rules()
         self.max_carve = int(opts.get("max_carve", DEFAULT_MAX_CARVE))
         self.min_firmware = int(opts.get("min_firmware_size", DEFAULT_MIN_FIRMWARE))
         self.budget = ReassemblyBudget()
@@ -321,15 +318,6 @@ class UpdateAnalyzer(Analyzer):
         self.tftp_flows: dict[tuple[str, int], Any] = {}
         self.reported: set[tuple[Any, ...]] = set()
         self._now = 0.0
-        from analyzers.firmware.inspect.engine import BUILTIN_RULE_DIR
-        from analyzers.firmware.inspect.hashlist import load_hash_lists
-
-        rule_dirs = [BUILTIN_RULE_DIR]
-        if rules_dir and (Path(rules_dir) / "firmware").is_dir():
-            extra = Path(rules_dir) / "firmware"
-            if extra.resolve() != BUILTIN_RULE_DIR.resolve():
-                rule_dirs.append(extra)
-        self.hashes = load_hash_lists(rule_dirs)
         self.scan = bool(opts.get("scan", True))
         self.wait_for_scan = bool(opts.get("wait_for_scan", False))
         self.worker: Any = None
@@ -344,6 +332,28 @@ class UpdateAnalyzer(Analyzer):
                 rule_dirs=[str(d) for d in opts.get("scan_rule_dirs") or []],
                 in_process=bool(opts.get("scan_in_process", False)),
             )
+
+    def reload(self) -> None:
+        # Transfers in progress, carving and update events already reported are kept.
+        self.rules, self.sources, self.hashes = self._load_rules()
+
+    def _load_rules(self) -> tuple[ChannelRules, list[Any], Any]:
+        """Update channels, trusted update sources and firmware hash lists of the configuration."""
+        from analyzers.firmware.inspect.engine import BUILTIN_RULE_DIR
+        from analyzers.firmware.inspect.hashlist import load_hash_lists
+
+        cfg = getattr(self.ctx, "config", None)
+        opts = (getattr(cfg, "analyzer_options", None) or {}).get(self.NAME, {})
+        rules_dir = getattr(cfg, "rules_dir", None)
+        rules = load_channels(channels_path(rules_dir))
+        nets = [*rules.update_sources, *(str(s) for s in opts.get("update_sources") or [])]
+        sources = [ipaddress.ip_network(s, strict=False) for s in nets]
+        rule_dirs = [BUILTIN_RULE_DIR]
+        if rules_dir and (Path(rules_dir) / "firmware").is_dir():
+            extra = Path(rules_dir) / "firmware"
+            if extra.resolve() != BUILTIN_RULE_DIR.resolve():
+                rule_dirs.append(extra)
+        return rules, sources, load_hash_lists(rule_dirs)
 
     # -- dispatch --------------------------------------------------------------------------------
     def packet(self, pkt: Any) -> None:

@@ -259,6 +259,7 @@ def test_live_capture_matches_offline_replay(
         replay(netns)
         body = d.wait_packets(SAMPLE_PACKETS)
         assert metric(body, "camwatch_capture_up", netns.rx) == 1
+        assert metric(body, "camwatch_up") == 1
         assert metric(body, "camwatch_capture_kernel_drops_total", netns.rx) == 0
 
         # SIGHUP: rules and policy reloaded, the daemon keeps running and capturing.

@@ -52,6 +52,7 @@ def test_two_workers_match_offline_replay(
         time.sleep(1.5)  # one PACKET_STATISTICS read in every worker after the last packet
         body = d.metrics()
         assert metric(body, "camwatch_capture_up", netns.rx) == 1
+        assert metric(body, "camwatch_up") == 1
         assert metric(body, "camwatch_capture_packets_total", netns.rx) == SAMPLE_PACKETS
         assert metric(body, "camwatch_capture_kernel_packets_total", netns.rx) == SAMPLE_PACKETS
         assert metric(body, "camwatch_capture_kernel_drops_total", netns.rx) == 0
