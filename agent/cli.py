@@ -34,6 +34,11 @@ def _common_replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", metavar="DIR", help="state directory (SQLite store); default from config")
     p.add_argument("--events", metavar="FILE", help="write NDJSON events to FILE ('-' for stdout)")
     p.add_argument(
+        "--evidence-pcap",
+        metavar="FILE",
+        help="write packets of flows that raised alerts to FILE (pcap; bounded ring, rewritten as it grows)",
+    )
+    p.add_argument(
         "--metrics-textfile",
         metavar="FILE",
         help="write the final Prometheus exposition to FILE atomically (textfile collector)",
@@ -114,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", metavar="ADDR:PORT", help="metrics address (default from config)")
     p.add_argument("--state-dir", metavar="DIR", help="state directory (SQLite store); default from config")
     p.add_argument("--events", metavar="FILE", help="write NDJSON events to FILE ('-' for stdout)")
+    p.add_argument(
+        "--evidence-pcap",
+        metavar="FILE",
+        help="write packets of flows that raised alerts to FILE (pcap; bounded ring, rewritten as it grows)",
+    )
     p.add_argument("--policy", metavar="FILE", action="append", help="destination policy YAML (repeatable)")
     p.add_argument(
         "--user",

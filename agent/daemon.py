@@ -492,7 +492,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             log(drop_privileges(args.user))
             sources = open_sources(cfg, args.backend, args.ring_size)
-        engine = Engine(cfg, events=args.events)
+        engine = Engine(cfg, events=args.events, evidence=getattr(args, "evidence_pcap", None))
         try:
             return Daemon(engine, sources, args).run()
         finally:

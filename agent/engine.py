@@ -40,6 +40,7 @@ class Engine:
         *,
         events: str | TextIO | None = None,
         per_device_metrics: bool | None = None,
+        evidence: str | None = None,
     ) -> None:
         from agent.catalogue import EndpointCatalogue
         from agent.dnscache import PassiveDNS
@@ -78,6 +79,12 @@ class Engine:
         self.known_rules = tuple(rule for a in self.analyzers for rule in a.KNOWN_RULES)
         for a in self.analyzers:
             a.setup(self)
+        self.evidence = None
+        if evidence:
+            from agent.evidence import EvidenceRing
+
+            self.evidence = EvidenceRing(evidence)
+            self.evidence.setup(self)
         self.pipeline = Pipeline(
             self.analyzers,
             self.counters,
@@ -111,6 +118,8 @@ class Engine:
         self.writer.write(event)
         self.counters.events[event_type] += 1
         if event_type == "alert":
+            if self.evidence is not None:
+                self.evidence.on_alert(flow, pkt)
             sev = str(body.get("severity", "info"))
             self.alerts_by_severity[sev] += 1
             self.store.add_finding(
@@ -180,6 +189,8 @@ class Engine:
         self.inventory.flush(self.store)
         self.store.commit()
         self.writer.flush()
+        if self.evidence is not None:
+            self.evidence.write()
 
     def finish(self) -> None:
         """End of input: end flows, let analyzers flush, write a stats event, persist everything."""
@@ -330,7 +341,12 @@ class _Signals:
 def _run(args: argparse.Namespace, captures: list[str], serve: str | None) -> int:
     cfg = _load(args)
     events = getattr(args, "events", None)
-    engine = Engine(cfg, events=events, per_device_metrics=getattr(args, "per_device_metrics", False) or None)
+    engine = Engine(
+        cfg,
+        events=events,
+        per_device_metrics=getattr(args, "per_device_metrics", False) or None,
+        evidence=getattr(args, "evidence_pcap", None),
+    )
     errors: list[CaptureError] = []
     try:
         with _Signals(engine):

@@ -755,7 +755,7 @@ def run_fanout(args: argparse.Namespace, cfg: Config, nworkers: int) -> int:
         # The workers own the sockets now; the parent keeps the objects only for their names.
         for src in opened:
             src.close()
-        engine = Engine(cfg, events=args.events)
+        engine = Engine(cfg, events=args.events, evidence=getattr(args, "evidence_pcap", None))
         engine.pipeline = ParentPipeline(
             engine.analyzers,
             engine.counters,

@@ -254,7 +254,8 @@ def test_live_capture_matches_offline_replay(
     netns: Netns, workdir: Path, offline: tuple[set[tuple[Any, ...]], set[str]]
 ) -> None:
     offline_events, offline_devices = offline
-    with daemon(netns, workdir) as d:
+    evidence = workdir / "evidence.pcap"
+    with daemon(netns, workdir, "--evidence-pcap", str(evidence)) as d:
         d.wait_ready()
         replay(netns)
         body = d.wait_packets(SAMPLE_PACKETS)
@@ -282,6 +283,12 @@ def test_live_capture_matches_offline_replay(
     assert live == offline_events, (sorted(live - offline_events), sorted(offline_events - live))
     assert sum(1 for e in live if e[0] == "destination") >= 10
     assert devices(d.state) == offline_devices
+    # the evidence ring kept the alerting flows' packets (2 alerting TCP flows in the sample, replayed twice)
+    from agent.capture.pcapfile import open_capture
+
+    with open_capture(evidence) as reader:
+        kept = sum(len(batch.offsets) for batch in reader.batches())
+    assert kept >= 6
 
 
 @pytest.mark.parametrize("how", ["setpriv", "user"])
