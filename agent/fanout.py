@@ -68,30 +68,26 @@ TS, KIND, KEY, STATIC, STATE, PKT, FRAME, NAMES = range(8)
 KIND_PACKET, KIND_END = 0, 1
 
 
+# Per-flow counters a worker reports to the analysis process (one list, read and written alike).
+_FLOW_STATE_FIELDS = (
+    "last_ts",
+    "pkts_toserver",
+    "pkts_toclient",
+    "bytes_toserver",
+    "bytes_toclient",
+    "tcp_flags_seen",
+    "payload_pkts_toserver",
+    "payload_pkts_toclient",
+)
+
+
 def _flow_state(flow: Flow) -> tuple[Any, ...]:
-    return (
-        flow.last_ts,
-        flow.pkts_toserver,
-        flow.pkts_toclient,
-        flow.bytes_toserver,
-        flow.bytes_toclient,
-        flow.tcp_flags_seen,
-        flow.payload_pkts_toserver,
-        flow.payload_pkts_toclient,
-    )
+    return tuple(getattr(flow, name) for name in _FLOW_STATE_FIELDS)
 
 
 def _set_flow_state(flow: Flow, state: tuple[Any, ...]) -> None:
-    (
-        flow.last_ts,
-        flow.pkts_toserver,
-        flow.pkts_toclient,
-        flow.bytes_toserver,
-        flow.bytes_toclient,
-        flow.tcp_flags_seen,
-        flow.payload_pkts_toserver,
-        flow.payload_pkts_toclient,
-    ) = state
+    for name, value in zip(_FLOW_STATE_FIELDS, state, strict=True):
+        setattr(flow, name, value)
 
 
 def _flow_static(flow: Flow) -> tuple[Any, ...]:

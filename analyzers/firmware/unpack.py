@@ -432,11 +432,15 @@ class Walker:
         except OSError as exc:
             self._refused(member_path, exc)
 
+    def _unread(self, child: Child, member_path: str, depth: int) -> None:
+        """List a member whose bytes could not be read (missing, over a limit, encrypted, damaged)."""
+        self.report.members.append(
+            Member(path=member_path, size=child.size or 0, sha256="", mode=child.mode, depth=depth + 1)
+        )
+
     def _file(self, child: Child, member_path: str, depth: int, ancestry: tuple[str, ...]) -> None:
         if child.missing:
-            self.report.members.append(
-                Member(path=member_path, size=child.size or 0, sha256="", mode=child.mode, depth=depth + 1)
-            )
+            self._unread(child, member_path, depth)
             return
         try:
             if child.size is not None:
@@ -446,9 +450,7 @@ class Walker:
             if exc.image_wide:
                 raise
             self._limit(exc, member_path)
-            self.report.members.append(
-                Member(path=member_path, size=child.size or 0, sha256="", mode=child.mode, depth=depth + 1)
-            )
+            self._unread(child, member_path, depth)
             return
         except EncryptedMember as exc:
             self._add(
@@ -461,9 +463,7 @@ class Walker:
                     source="handler",
                 )
             )
-            self.report.members.append(
-                Member(path=member_path, size=child.size or 0, sha256="", mode=child.mode, depth=depth + 1)
-            )
+            self._unread(child, member_path, depth)
             return
         except DecompressError as exc:
             self._add(
@@ -479,11 +479,7 @@ class Walker:
             )
             blob = exc.partial
             if not blob:
-                self.report.members.append(
-                    Member(
-                        path=member_path, size=child.size or 0, sha256="", mode=child.mode, depth=depth + 1
-                    )
-                )
+                self._unread(child, member_path, depth)
                 return
         if len(blob) > self.limits.max_file_bytes:
             self._limit(
