@@ -48,8 +48,21 @@ lint: setup-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: setup-test
+bench: setup-test $(VENV)/.stamp-bench
 	$(PY) bench/run.py
+
+$(VENV)/.stamp-bench: pyproject.toml $(VENV)/.stamp-test
+	$(PIP) install -q -e '.[test,bench]'
+	touch $@
+
+# Coverage-guided fuzzing of every parser for FUZZ_SECONDS each (not part of `make test`).
+FUZZ_SECONDS ?= 60
+fuzz: setup-test $(VENV)/.stamp-fuzz
+	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
+
+$(VENV)/.stamp-fuzz: pyproject.toml $(VENV)/.stamp-test
+	$(PIP) install -q -e '.[test,fuzz]'
+	touch $@
 
 sample: setup
 	$(PY) -m agent.samplegen --out agent/sample/camera_vlan.pcap
