@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import struct
 import time
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
+from agent.capture.pcapfile import RecordBatch
 from agent.flowid import flow_id_for
 from agent.flows import TCP_ACK, TCP_SYN, FlowTable
 from agent.model import (
@@ -28,6 +32,7 @@ from agent.model import (
     mac_text,
 )
 from agent.stats import Counters
+from agent.vectordecode import decode_fast
 from analyzers.base import Analyzer, defines
 
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
@@ -83,6 +88,8 @@ LIKELY_SERVER_PORTS = frozenset(range(1, 1024)) | frozenset(
 EPHEMERAL_PORT_MIN = 32768
 
 SWEEP_INTERVAL = 10.0  # seconds of capture time between flow-timeout sweeps
+# Below this many records (or fast-path records in a span) the NumPy set-up costs more than it saves.
+VECTOR_MIN_RECORDS = 64
 
 
 class Dispatch:
@@ -142,8 +149,13 @@ class Pipeline:
         active_timeout: float = 3600.0,
         max_flows: int = 200_000,
         in_iface: str | None = None,
+        vectorised: bool = True,
     ) -> None:
         self.dispatch = Dispatch(analyzers)
+        # Batch (NumPy) decode for Ethernet batches; False forces the per-packet reference path.
+        self.vectorised = vectorised
+        self._span: _Span | None = None  # the vectorised span being processed, if any
+        self._replan = False  # an analyzer followed a flow whose packets the span counts in bulk
         self.counters = counters
         self.flows = FlowTable(
             idle_timeout=idle_timeout,
@@ -161,6 +173,9 @@ class Pipeline:
     # -- dynamic subscriptions ------------------------------------------------------------------
     def follow(self, flow: Flow, analyzer: Analyzer) -> None:
         """Deliver every later packet of `flow` to `analyzer` (e.g. an update download to carve)."""
+        if self._span is not None and flow in self._span.by_flow:
+            # Its later packets in this span were planned as count-only: stop and re-plan.
+            self._replan = True
         if flow.followers is None:
             flow.followers = [analyzer]
         elif analyzer not in flow.followers:
@@ -222,11 +237,36 @@ class Pipeline:
 
     # -- the hot path -------------------------------------------------------------------------
     def run_batch(self, batch: Any) -> None:
-        """Process one RecordBatch (see agent.capture.pcapfile). One long loop on purpose: hot path."""
+        """Process one RecordBatch (see agent.capture.pcapfile)."""
         data = batch.data
         if not isinstance(data, bytes):
             data = bytes(data)
-        linktype = batch.linktype
+        size = len(batch) if isinstance(batch, RecordBatch) else len(batch.offsets)
+        if self.vectorised and batch.linktype == LINKTYPE_ETHERNET and size >= VECTOR_MIN_RECORDS:
+            self._run_vector(data, batch)
+        else:
+            self._run_records(
+                data, batch.linktype, range(size), batch.ts, batch.offsets, batch.caplens,
+                batch.origlens, None,
+            )
+        self.counters.flows_active = len(self.flows)
+        self.counters.last_processed_wall = time.time()
+
+    def _run_records(
+        self,
+        data: bytes,
+        linktype: int,
+        positions: Iterable[int],
+        ts_list: list[float],
+        offsets: list[int],
+        caplens: list[int],
+        origlens: list[int],
+        span: _Span | None,
+    ) -> int | None:
+        """The per-packet path: decode, flow lookup and dispatch, one record at a time. One long
+        loop on purpose (hot path). `positions` number the records for `span` (the vectorised
+        path's bookkeeping of count-only packets, None when every record comes through here).
+        Returns the position after which an analyzer's `follow` asked for a re-plan, else None."""
         counters = self.counters
         decode_errors = counters.decode_errors
         by_key = self.flows.by_key
@@ -235,13 +275,13 @@ class Pipeline:
         max_tcp_payload, max_udp_payload = dispatch.max_tcp_payload, dispatch.max_udp_payload
         ipv4_unpack, ipv6_unpack, ports_unpack = _IPV4.unpack_from, _IPV6.unpack_from, _PORTS.unpack_from
         fast_untagged, fast_tagged = _FAST_UNTAGGED.unpack_from, _FAST_TAGGED.unpack_from
+        by_flow = span.by_flow if span is not None else None
+        stopped_at: int | None = None
         next_clock = min(self.next_sweep, self.next_tick)
         npkts = 0
         nbytes = 0
         ts = self.now
-        for ts, off, caplen, origlen in zip(
-            batch.ts, batch.offsets, batch.caplens, batch.origlens, strict=True
-        ):
+        for pos, ts, off, caplen, origlen in zip(positions, ts_list, offsets, caplens, origlens, strict=True):
             npkts += 1
             nbytes += origlen
             if ts >= next_clock:
@@ -418,6 +458,9 @@ class Pipeline:
                                 None,
                             ),
                         )
+                        if self._replan:
+                            stopped_at = pos
+                            break
                     continue
                 # ---- transport layer
                 flags = 0
@@ -475,6 +518,9 @@ class Pipeline:
             else:
                 flow, forward = entry
                 fresh = False
+                if by_flow is not None and flow in by_flow:
+                    # Bring the count-only packets before this one into the flow's counters.
+                    span.sync(flow, pos)  # type: ignore[union-attr]
             flow.last_ts = ts
             flow.tcp_flags_seen |= flags
             if forward:
@@ -535,12 +581,148 @@ class Pipeline:
                 if targets_list:
                     for a in targets_list:
                         a.packet(pkt)
+                if self._replan:
+                    stopped_at = pos
+                    break
         self.now = ts
         counters.packets += npkts
         counters.bytes += nbytes
-        counters.flows_active = len(self.flows)
         counters.last_packet_ts = ts
-        counters.last_processed_wall = time.time()
+        return stopped_at
+
+    # -- the vectorised path ------------------------------------------------------------------
+    def _run_vector(self, data: bytes, batch: Any) -> None:
+        """Decode the whole batch with NumPy; count the packets nobody needs in bulk and send the
+        rest through `_run_records` in capture order.
+
+        The batch is cut into spans at the capture times where timers fire (flow sweeps, analyzer
+        ticks), so every timer sees exactly the flow state the per-packet path would show it.
+        """
+        if isinstance(batch, RecordBatch):
+            arrays = batch.arrays()
+        else:
+            arrays = (
+                np.array(batch.ts, dtype=np.float64),
+                np.array(batch.offsets, dtype=np.int64),
+                np.array(batch.caplens, dtype=np.int64),
+                np.array(batch.origlens, dtype=np.int64),
+            )
+        ts_a, off_a, cap_a, _orig_a = arrays
+        fields = decode_fast(data, off_a, cap_a)
+        n = len(off_a)
+        start = 0
+        while start < n:
+            next_clock = min(self.next_sweep, self.next_tick)
+            due = np.flatnonzero(ts_a[start:] >= next_clock)
+            stop = start + int(due[0]) if len(due) else n
+            if stop == start:
+                self._clock(float(ts_a[start]))  # moves the timers past this record's time
+                continue
+            start = self._vector_span(data, fields, arrays, start, stop)
+        last = float(ts_a[-1])
+        self.now = last
+        self.counters.last_packet_ts = last
+
+    def _vector_span(self, data: bytes, f: Any, arrays: tuple[Any, ...], start: int, stop: int) -> int:
+        """Records [start, stop) in which no timer fires. Returns where processing got to (stop,
+        or earlier when an analyzer started following a flow counted in bulk: re-plan from there)."""
+        ts_a, off_a, cap_a, orig_a = arrays
+        fast_idx = np.flatnonzero(f.fast[start:stop]) + start
+        per_packet = True
+        span: _Span | None = None
+        if len(fast_idx) >= VECTOR_MIN_RECORDS:
+            span = self._plan(data, f, arrays, fast_idx, stop - start)
+            per_packet = span is None
+        if per_packet:
+            rows = np.arange(start, stop)
+            self._run_records(
+                data, LINKTYPE_ETHERNET, range(start, stop), ts_a[rows].tolist(), off_a[rows].tolist(),
+                cap_a[rows].tolist(), orig_a[rows].tolist(), None,
+            )
+            return stop
+        assert span is not None
+        keep = np.ones(stop - start, dtype=bool)
+        keep[span.rows - start] = False
+        rows = np.flatnonzero(keep) + start
+        self._span = span
+        self._replan = False
+        try:
+            stopped = self._run_records(
+                data, LINKTYPE_ETHERNET, rows.tolist(), ts_a[rows].tolist(), off_a[rows].tolist(),
+                cap_a[rows].tolist(), orig_a[rows].tolist(), span,
+            )
+        finally:
+            self._span = None
+            self._replan = False
+        upto = stop if stopped is None else stopped + 1
+        span.apply(upto, ts_a, self.counters)
+        return upto
+
+    def _plan(self, data: bytes, f: Any, arrays: tuple[Any, ...], idx: Any, span_len: int) -> _Span | None:
+        """Group the span's fast-path packets by flow key and pick the ones that only need counting:
+        packets of an existing flow that nobody follows, on no subscribed port, and not among the
+        first payload packets some analyzer asked for. None: process the whole span per packet."""
+        _ts_a, off_a, _cap_a, orig_a = arrays
+        tagged = f.tagged[idx]
+        vlan_code = np.where(tagged, (f.tci[idx] & 0x0FFF) + 1, 0).astype(np.uint64)
+        k1 = (f.sip[idx] << np.uint64(32)) | f.dip[idx]
+        k2 = (
+            (f.sport[idx].astype(np.uint64) << np.uint64(48))
+            | (f.dport[idx].astype(np.uint64) << np.uint64(32))
+            | (f.proto[idx].astype(np.uint64) << np.uint64(16))
+            | vlan_code
+        )
+        mixed = k1 * np.uint64(0x9E3779B97F4A7C15) ^ k2
+        _uniq, first, inv = np.unique(mixed, return_index=True, return_inverse=True)
+        if not (np.array_equal(k1[first][inv], k1) and np.array_equal(k2[first][inv], k2)):
+            return None  # a 64-bit hash collision inside one batch: let the reference path do it
+        groups = len(first)
+        by_key = self.flows.by_key
+        dispatch = self.dispatch
+        udp_ports, tcp_ports = dispatch.udp_ports, dispatch.tcp_ports
+        max_udp, max_tcp = dispatch.max_udp_payload, dispatch.max_tcp_payload
+        rows0 = idx[first]
+        boring = np.zeros(groups, dtype=bool)
+        unsaturated = np.zeros(groups, dtype=bool)
+        entries: list[tuple[Flow, bool] | None] = [None] * groups
+        new_groups = 0
+        for g, (row, is_tagged, tci, proto, sport, dport) in enumerate(
+            zip(
+                off_a[rows0].tolist(), f.tagged[rows0].tolist(), f.tci[rows0].tolist(),
+                f.proto[rows0].tolist(), f.sport[rows0].tolist(), f.dport[rows0].tolist(), strict=True,
+            )
+        ):
+            b = row + 4 if is_tagged else row
+            key = ((tci & 0x0FFF,) if is_tagged else (), proto, data[b + 26 : b + 30], sport,
+                   data[b + 30 : b + 34], dport)
+            entry = by_key.get(key)
+            if entry is None:
+                new_groups += 1
+                continue
+            flow, forward = entry
+            if flow.followers is not None:
+                continue
+            if proto == PROTO_UDP:
+                if sport in udp_ports or dport in udp_ports:
+                    continue
+                limit = max_udp
+            else:
+                if sport in tcp_ports or dport in tcp_ports:
+                    continue
+                limit = max_tcp
+            boring[g] = True
+            entries[g] = entry
+            if (flow.payload_pkts_toserver if forward else flow.payload_pkts_toclient) < limit:
+                unsaturated[g] = True
+        # A new flow can evict the oldest one when the table is full; that flow might be one being
+        # counted in bulk, so near the cap the whole span goes through the reference path.
+        if len(self.flows) + new_groups + (span_len - len(idx)) >= self.flows.max_flows:
+            return None
+        count_only = boring[inv] & ~(unsaturated[inv] & (f.paylen[idx] > 0))
+        if not count_only.any():
+            return None
+        rows = idx[count_only]
+        return _Span(rows, inv[count_only], orig_a[rows], f.flags[rows], entries)
 
     def _payload_targets(
         self, flow: Flow, forward: bool, subs: list[tuple[int, Analyzer]], targets: list[Analyzer] | None
@@ -612,6 +794,121 @@ class Pipeline:
         )
         self.flows.insert(flow, rev)
         return flow, not reply
+
+
+class _Span:
+    """The count-only packets of one vectorised span: which flows they belong to, and how much of
+    each flow's share has been added to its counters so far."""
+
+    __slots__ = ("by_flow", "entries", "flags", "groups", "orig", "pending", "rows")
+
+    def __init__(
+        self, rows: Any, groups: Any, orig: Any, flags: Any, entries: list[tuple[Flow, bool] | None]
+    ) -> None:
+        self.rows = rows  # record positions (ascending) of the count-only packets
+        self.groups = groups  # flow-key group of each
+        self.orig = orig  # original (wire) lengths
+        self.flags = flags  # TCP flags
+        self.entries = entries  # group -> (flow, forward) from the flow table
+        self.by_flow: dict[Flow, list[int]] = {}
+        for g in np.flatnonzero(np.bincount(groups, minlength=len(entries))).tolist():
+            entry = entries[g]
+            assert entry is not None
+            self.by_flow.setdefault(entry[0], []).append(g)
+        # flow -> [last per-packet position, [group, forward, positions, cumulative bytes,
+        #          cumulative flags, packets already added], ...] for flows also seen per packet
+        self.pending: dict[Flow, list[Any]] = {}
+
+    def _pending(self, flow: Flow) -> list[Any]:
+        state: list[Any] = [-1]
+        for g in self.by_flow[flow]:
+            sel = self.groups == g
+            entry = self.entries[g]
+            assert entry is not None
+            state.append(
+                [
+                    g,
+                    entry[1],
+                    self.rows[sel].tolist(),
+                    np.cumsum(self.orig[sel]).tolist(),
+                    np.bitwise_or.accumulate(self.flags[sel]).tolist(),
+                    0,
+                ]
+            )
+        self.pending[flow] = state
+        return state
+
+    @staticmethod
+    def _add(flow: Flow, part: list[Any], upto: int) -> None:
+        """Add the group's count-only packets before position `upto` not yet added."""
+        _g, forward, positions, cum_bytes, cum_flags, done = part
+        k = bisect_left(positions, upto)
+        if k <= done:
+            return
+        nbytes = cum_bytes[k - 1] - (cum_bytes[done - 1] if done else 0)
+        if forward:
+            flow.pkts_toserver += k - done
+            flow.bytes_toserver += nbytes
+        else:
+            flow.pkts_toclient += k - done
+            flow.bytes_toclient += nbytes
+        flow.tcp_flags_seen |= cum_flags[k - 1]
+        part[5] = k
+
+    def sync(self, flow: Flow, pos: int) -> None:
+        """Called by the per-packet path before it touches `flow` at record `pos`."""
+        state = self.pending.get(flow) or self._pending(flow)
+        for part in state[1:]:
+            self._add(flow, part, pos)
+        state[0] = pos
+
+    def apply(self, upto: int, ts_a: Any, counters: Counters) -> None:
+        """Add every count-only packet before record `upto` to its flow and to the totals."""
+        k = int(np.searchsorted(self.rows, upto))  # rows before `upto`
+        rows, groups, orig, flags = self.rows[:k], self.groups[:k], self.orig[:k], self.flags[:k]
+        counters.packets += k
+        counters.bytes += int(orig.sum())
+        if not k:
+            return
+        size = len(self.entries)
+        counts = np.bincount(groups, minlength=size)
+        nbytes = np.bincount(groups, weights=orig, minlength=size)
+        seen_flags = np.zeros(size, dtype=np.int64)
+        np.bitwise_or.at(seen_flags, groups, flags)
+        last_row = np.full(size, -1, dtype=np.int64)
+        np.maximum.at(last_row, groups, rows)
+        used = np.flatnonzero(counts)
+        # Ascending last position, so when both directions of a flow were counted the later
+        # packet's time is the one left in last_ts.
+        used = used[np.argsort(last_row[used], kind="stable")]
+        last_ts = ts_a[last_row[used]].tolist()
+        pending = self.pending
+        for g, n, b, fl, t in zip(
+            used.tolist(), counts[used].tolist(), nbytes[used].tolist(), seen_flags[used].tolist(),
+            last_ts, strict=True,
+        ):
+            flow, forward = self.entries[g]  # type: ignore[misc]
+            state = pending.get(flow)
+            if state is not None:
+                continue  # added part by part below
+            if forward:
+                flow.pkts_toserver += n
+                flow.bytes_toserver += int(b)
+            else:
+                flow.pkts_toclient += n
+                flow.bytes_toclient += int(b)
+            flow.tcp_flags_seen |= fl
+            flow.last_ts = t
+        for flow, state in pending.items():
+            latest = state[0]
+            for part in state[1:]:
+                self._add(flow, part, upto)
+                positions = part[2]
+                j = bisect_left(positions, upto)
+                if j and positions[j - 1] > latest:
+                    latest = positions[j - 1]
+            if latest > state[0]:
+                flow.last_ts = float(ts_a[latest])
 
 
 def _mac(data: bytes, offset: int) -> bytes | None:
