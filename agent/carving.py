@@ -23,6 +23,8 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
+from agent.catalogue import YAML_LOADER
+
 MiB = 1 << 20
 DEFAULT_MAX_CARVE = 256 * MiB  # bytes of one transfer kept in memory
 FIRST_BYTES = 8192  # kept for every transfer, for sniffing
@@ -388,6 +390,11 @@ def _parse_fields(lines: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts "²" (a latin-1 byte 0xb2), which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _content_length(headers: list[tuple[str, str]]) -> int | None:
     """Declared length, -1 when invalid (conflicting or not a number), None when absent."""
     values = [v for k, v in headers if k.lower() == "content-length"]
@@ -397,7 +404,7 @@ def _content_length(headers: list[tuple[str, str]]) -> int | None:
     if len(seen) != 1:
         return -1
     text = seen.pop()
-    return int(text) if text.isdigit() else -1
+    return int(text) if _is_number(text) else -1
 
 
 class _HttpStream:
@@ -893,7 +900,7 @@ class FtpTracker(_Emitter):
                 self._slot = FtpExpectation(".".join(map(str, g[:4])), g[4] * 256 + g[5], "active")
         elif verb == "EPRT" and len(arg) > 2:
             parts = arg.split(arg[0])  # |proto|addr|port|, any delimiter
-            if len(parts) >= 5 and parts[3].isdigit():
+            if len(parts) >= 5 and _is_number(parts[3]):
                 self._slot = FtpExpectation(parts[2], int(parts[3]), "active")
         elif verb in ("PASV", "EPSV") and arg.upper() != "ALL":
             self._slot = FtpExpectation(None, 0, "passive")
@@ -916,7 +923,7 @@ class FtpTracker(_Emitter):
             self._size_queries.append(arg)
 
     def _server_line(self, line: str) -> None:
-        if len(line) < 3 or not line[:3].isdigit() or (len(line) > 3 and line[3] == "-"):
+        if len(line) < 3 or not _is_number(line[:3]) or (len(line) > 3 and line[3] == "-"):
             return  # continuation lines of multi-line replies carry nothing we use
         code = int(line[:3])
         text = line[4:]
@@ -931,7 +938,7 @@ class FtpTracker(_Emitter):
                 self._passive_reply(self.server_ip, int(m.group(2)))
         elif code == 213 and self._size_queries:
             name = self._size_queries.popleft()
-            if text.strip().isdigit():
+            if _is_number(text.strip()):
                 self._sizes[name] = int(text.strip())
                 for e in self.expectations:
                     if e.remote_name == name and e.declared_size is None:
@@ -1141,10 +1148,10 @@ class TftpTracker(_Emitter):
             opts = _tftp_options(p[2:])
             t.options.update({f"oack_{k}": v for k, v in opts.items()})
             blk = opts.get("blksize", "")
-            if blk.isdigit() and 8 <= int(blk) <= 65464:
+            if _is_number(blk) and 8 <= int(blk) <= 65464:
                 t.blksize = int(blk)
             tsize = opts.get("tsize", "")
-            if tsize.isdigit():
+            if _is_number(tsize):
                 t.body.transfer.declared_size = int(tsize)
         elif op == TFTP_ERROR:
             code = _U16.unpack_from(p, 2)[0]
@@ -1187,7 +1194,7 @@ class TftpTracker(_Emitter):
         opts = _tftp_options(b"\0".join(fields[2:]))
         if opts:
             t.extra["options"] = opts
-            if write and opts.get("tsize", "").isdigit():
+            if write and _is_number(opts.get("tsize", "")):
                 t.declared_size = int(opts["tsize"])
         tr = _TftpTransfer(key, sip, write, _Body(t, self.max_carve, self.max_carve > 0))
         tr.last_ts = ts
@@ -1286,7 +1293,7 @@ def load_update_patterns(path: Path | str | None = None) -> UpdatePatterns:
     """Parse and validate an update-patterns file (default: rules/update-patterns.yaml)."""
     p = Path(path) if path is not None else RULES_FILE
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=YAML_LOADER)  # noqa: S506 - safe loader
     except (OSError, yaml.YAMLError) as exc:
         raise PatternError(f"{p}: {exc}") from exc
     if not isinstance(raw, dict) or raw.get("version") != 1:

@@ -23,13 +23,35 @@ LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 
 
+# Text forms of the addresses in use, shared by every flow and event that names them (a fleet has
+# few addresses and many flows). Cleared when it grows past the bound, never evicted piecemeal.
+_TEXT: dict[bytes, str] = {}
+_TEXT_MAX = 100_000
+
+
 def ip_text(raw: bytes) -> str:
     """Render a 4- or 16-byte address as text (C speed; only called once per flow/packet object)."""
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    if type(raw) is not bytes:
+        raw = bytes(raw)
+    text = _TEXT.get(raw)
+    if text is None:
+        if len(_TEXT) >= _TEXT_MAX:
+            _TEXT.clear()
+        text = _TEXT[raw] = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    return text
 
 
 def mac_text(raw: bytes | None) -> str | None:
-    return None if raw is None else raw.hex(":")
+    if raw is None:
+        return None
+    if type(raw) is not bytes:
+        raw = bytes(raw)
+    text = _TEXT.get(raw)
+    if text is None:
+        if len(_TEXT) >= _TEXT_MAX:
+            _TEXT.clear()
+        text = _TEXT[raw] = raw.hex(":")
+    return text
 
 
 @dataclass(slots=True, eq=False)

@@ -88,6 +88,7 @@ LIKELY_SERVER_PORTS = frozenset(range(1, 1024)) | frozenset(
 EPHEMERAL_PORT_MIN = 32768
 
 SWEEP_INTERVAL = 10.0  # seconds of capture time between flow-timeout sweeps
+SHARED_OBJECTS_MAX = 200_000  # interned flow-key parts; cleared (not evicted) when full
 # Below this many records (or fast-path records in a span) the NumPy set-up costs more than it saves.
 VECTOR_MIN_RECORDS = 64
 
@@ -169,6 +170,7 @@ class Pipeline:
         self.next_tick = 0.0
         self.now = 0.0
         self.expected: dict[tuple[int, str, int], tuple[Analyzer, float]] = {}
+        self._shared: dict[Any, Any] = {}  # interned addresses and VLAN tuples of live flows
 
     # -- dynamic subscriptions ------------------------------------------------------------------
     def follow(self, flow: Flow, analyzer: Analyzer) -> None:
@@ -771,7 +773,16 @@ class Pipeline:
                 )
         elif proto == PROTO_UDP:
             reply = sport in LIKELY_SERVER_PORTS and dport not in LIKELY_SERVER_PORTS
-        rev = (key[0], key[1], key[4], key[5], key[2], key[3])
+        # Flows outlive packets: share one object per address and VLAN stack among all the flows
+        # that use it (a fleet has few addresses and many flows; about 150 bytes a flow saved).
+        shared = self._shared
+        if len(shared) > SHARED_OBJECTS_MAX:
+            shared.clear()
+        vlan = shared.setdefault(vlan, vlan)
+        sip = shared.setdefault(sip, sip)
+        dip = shared.setdefault(dip, dip)
+        key = (vlan, key[1], sip, key[3], dip, key[5])
+        rev = (vlan, key[1], dip, key[5], sip, key[3])
         if reply:
             key, rev = rev, key
             sip, dip, src_mac, dst_mac = dip, sip, dst_mac, src_mac
