@@ -5,10 +5,11 @@ file, which is most of an idle agent's memory. The same tables as sorted NumPy a
 starts as uint32, IPv6 starts as 16-byte big-endian strings, ids as small ints, AS names as one
 UTF-8 blob with offsets) take about 20 MB and answer a lookup with one binary search.
 
-The arrays are built once from the package's .dat.gz file and cached as an .npz (no pickles) under
-the user's cache directory, keyed by the data file's name, size and mtime; building needs the
-one-off memory of the lists, every later start loads only the arrays. If the file does not have
-the layout this module knows, `load()` returns None and geo.py falls back to geoip2fast itself.
+The arrays are built once from the package's .dat.gz file and cached as an .npz (no pickles) in
+the user's cache directory (systemd's CacheDirectory= for the daemon), keyed by the data file's
+name, size and mtime. Building needs the one-off memory of the lists; every later start loads only
+the arrays. If the file does not have the layout this module knows, `load()` returns None and
+geo.py falls back to geoip2fast itself.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ _CACHE_FORMAT = 1
 
 
 def _cache_dir() -> Path:
+    """systemd's CacheDirectory= when the daemon runs under it, else the XDG cache directory."""
+    if os.environ.get("CACHE_DIRECTORY"):
+        return Path(os.environ["CACHE_DIRECTORY"].split(":")[0])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "camwatch"
 
