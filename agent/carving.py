@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
-from agent.catalogue import YAML_LOADER
+from agent.catalogue import parse_yaml
 
 MiB = 1 << 20
 DEFAULT_MAX_CARVE = 256 * MiB  # bytes of one transfer kept in memory
@@ -1293,7 +1293,7 @@ def load_update_patterns(path: Path | str | None = None) -> UpdatePatterns:
     """Parse and validate an update-patterns file (default: rules/update-patterns.yaml)."""
     p = Path(path) if path is not None else RULES_FILE
     try:
-        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=YAML_LOADER)  # noqa: S506 - safe loader
+        raw = parse_yaml(p.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise PatternError(f"{p}: {exc}") from exc
     if not isinstance(raw, dict) or raw.get("version") != 1:

@@ -33,6 +33,17 @@ from agent.errors import ConfigError
 # pure-Python one; both construct only plain data types.
 YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+
+def parse_yaml(text: str) -> Any:
+    """Safe-load `text` with the fast loader; on a broken document raise the pure-Python loader's
+    error instead, whose mark points at the line where the problem starts (libyaml's often point
+    past it)."""
+    try:
+        return yaml.load(text, Loader=YAML_LOADER)  # noqa: S506 - a safe loader
+    except yaml.YAMLError:
+        pass
+    return yaml.safe_load(text)
+
 CATEGORIES = ("cloud", "p2p", "ddns", "update", "ntp", "telemetry")
 PROTO_BY_NAME = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "ipv6-icmp": 58}
 PROTO_NAME = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
@@ -53,7 +64,7 @@ def load_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(p, "-", f"cannot read: {exc}") from None
     try:
-        return yaml.load(text, Loader=YAML_LOADER)  # noqa: S506 - a safe loader
+        return parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "-"

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from agent.catalogue import BUNDLED_RULES, YAML_LOADER
+from agent.catalogue import BUNDLED_RULES, parse_yaml
 from agent.errors import ConfigError
 from agent.inventory import device_key
 from analyzers.base import Analyzer
@@ -103,7 +103,7 @@ def load_signatures(path: Path | str, services: set[str] | None = None) -> tuple
     """Parse and validate a cloud-signatures file; `services` (catalogue names) bounds `service`."""
     p = str(path)
     try:
-        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=YAML_LOADER)  # noqa: S506 - safe
+        raw = parse_yaml(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(p, "signatures", f"cannot read: {exc}") from None
     if not isinstance(raw, dict) or raw.get("version") != 1 or not isinstance(raw.get("signatures"), list):

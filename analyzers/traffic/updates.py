@@ -37,7 +37,7 @@ from agent.carving import (
     match_update_filename,
     sniff_firmware,
 )
-from agent.catalogue import BUNDLED_RULES, YAML_LOADER
+from agent.catalogue import BUNDLED_RULES, parse_yaml
 from agent.errors import ConfigError
 from agent.inventory import device_key
 from agent.reassembly import ConversationTable, ReassemblyBudget, TcpConversation
@@ -110,7 +110,7 @@ def load_channels(path: Path | str) -> ChannelRules:
     """Parse and validate an update-channels file (errors name the file and the key)."""
     p = str(path)
     try:
-        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=YAML_LOADER)  # noqa: S506 - safe
+        raw = parse_yaml(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(p, "http", f"cannot read: {exc}") from None
     if not isinstance(raw, dict) or raw.get("version") != 1:
