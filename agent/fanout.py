@@ -51,7 +51,7 @@ from agent.daemon import (
     drop_privileges,
     log,
 )
-from agent.errors import UsageError
+from agent.errors import CamwatchError, UsageError
 from agent.model import Flow, Packet
 from agent.pipeline import Pipeline
 from agent.stats import Counters
@@ -545,7 +545,10 @@ class FanoutDaemon(Daemon):
 
         engine = self.engine
         server = MetricsServer(engine.config.metrics_listen, engine.registry(), ready=self.ready)
-        server.start()
+        try:
+            server.start()
+        except CamwatchError as exc:  # a busy or foreign address is a configuration error
+            raise UsageError(f"{engine.config.describe('metrics.listen')}: {exc}") from None
         previous = {
             sig: signal.signal(sig, handler)
             for sig, handler in (
