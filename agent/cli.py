@@ -1,6 +1,7 @@
-"""The `camwatch` command line: replay, demo, run, devices, findings, policy, firmware.
+"""The `camwatch` command line: replay, demo, run, devices, findings, policy, rules, firmware.
 
-Exit codes: 0 ok; 1 input damaged, or findings at/over --fail-on; 2 usage or configuration error.
+Exit codes: 0 ok; 1 input damaged, or findings at/over --fail-on; 2 usage or configuration error;
+3 state store or event file not writable (disk full).
 User errors are printed as one line (`camwatch: <file>: <problem>`), never as a traceback.
 """
 
@@ -20,6 +21,8 @@ EPILOG = """exit codes:
   1  an input was damaged (everything before the damage was processed and kept),
      or a finding at or above --fail-on was raised
   2  usage or configuration error
+  3  the state store or the event file could not be written (disk full, I/O error);
+     everything committed before is intact, a rerun continues from there
 """
 
 
@@ -134,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--ring-size",
         metavar="MIB",
         type=int,
-        default=32,
-        help="kernel capture ring (afpacket) or dumpcap buffer per interface, MiB (default 32)",
+        help="kernel capture ring (afpacket) or dumpcap buffer per interface, MiB "
+        "(replaces capture.ring_size; default 32)",
     )
     p.add_argument(
         "--workers",
@@ -165,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="POLICY",
         help="merge into this policy YAML file (written atomically); default: print YAML",
     )
+
+    from agent.rulebundle import add_rules_parser
+
+    add_rules_parser(sub)
 
     try:
         from analyzers.firmware.cli import add_firmware_parser
@@ -210,6 +217,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.parse_args(["policy", "--help"])
             return 2
         return _import_mud(args)
+    if args.command == "rules":
+        from agent.rulebundle import run_cli as run_rules
+
+        return run_rules(args)
     if args.command == "firmware":
         from analyzers.firmware.cli import run as run_firmware
 

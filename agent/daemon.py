@@ -49,6 +49,7 @@ PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
+PR_SET_NO_NEW_PRIVS = 38
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SIOCGIFFLAGS = 0x8913
 IFF_UP = 0x1
@@ -123,6 +124,11 @@ PRELOAD = (
     "gzip",
     "email.utils",
     "http.server",
+    # `--workers N`: queues, locks and the fork start method are imported when first used
+    "multiprocessing.queues",
+    "multiprocessing.synchronize",
+    "multiprocessing.popen_fork",
+    "agent.fanout",
     "prometheus_client.exposition",
     "prometheus_client.openmetrics.exposition",
     "agent.engine",
@@ -181,9 +187,31 @@ def drop_privileges(user: str | None) -> str:
         # Ambient: a dumpcap/tcpdump child keeps CAP_NET_RAW without file capabilities.
         _prctl(libc, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_RAW)
         _prctl(libc, PR_SET_KEEPCAPS, 0)
+        # No exec (dumpcap, external firmware tools) can gain privileges again through set-uid
+        # or file capabilities; the ambient CAP_NET_RAW still reaches a dumpcap child.
+        _prctl(libc, PR_SET_NO_NEW_PRIVS, 1)
     except OSError as exc:
         raise CamwatchError(f"cannot drop privileges to {user}: {exc.strerror or exc}") from None
-    return f"dropped privileges to {user} (uid {pw.pw_uid}), keeping CAP_NET_RAW only"
+    _check_every_thread(user)
+    return f"dropped privileges to {user} (uid {pw.pw_uid}), keeping CAP_NET_RAW only (no new privileges)"
+
+
+def _check_every_thread(user: str) -> None:
+    """Capability sets and no_new_privs are per thread and the drop above changed only this one:
+    refuse to run when another thread (started by an imported library) kept more."""
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in (task / "status").read_text().splitlines() if ":\t" in line
+            )
+        except OSError:  # the thread ended meanwhile
+            continue
+        extra_caps = int(fields.get("CapBnd", "0"), 16) & ~(1 << CAP_NET_RAW)
+        if extra_caps or fields.get("NoNewPrivs", "1").strip() != "1":
+            raise CamwatchError(
+                f"cannot drop privileges to {user}: thread {task.name} ({fields.get('Name', '?').strip()}) "
+                "was started before the drop and keeps its capabilities"
+            )
 
 
 # --------------------------------------------------------------------------- interfaces
@@ -206,18 +234,26 @@ def _load(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config)
     if args.interface:
         cfg.interfaces = list(dict.fromkeys(args.interface))
+        cfg.overrides["capture.interfaces"] = "--interface"
     if args.filter is not None:
         cfg.bpf_filter = args.filter
+        cfg.overrides["capture.filter"] = "--filter"
     if args.listen:
         cfg.metrics_listen = parse_listen("--listen", "address", args.listen)
+        cfg.overrides["metrics.listen"] = "--listen"
     if args.state_dir:
         cfg.state_dir = Path(args.state_dir)
+        cfg.overrides["state_dir"] = "--state-dir"
     if args.policy:
         paths = [Path(p) for p in args.policy]
         for p in paths:
             if not p.is_file():
                 raise UsageError(f"{p}: policy file not found")
         cfg.policy_paths = paths
+        cfg.policy_explicit = True
+    if getattr(args, "ring_size", None) is not None:
+        cfg.ring_size_mb = args.ring_size
+        cfg.overrides["capture.ring_size"] = "--ring-size"
     if not cfg.interfaces:
         raise UsageError(
             "no capture interface: give --interface/-i or capture.interfaces in the configuration"
@@ -282,7 +318,10 @@ class Daemon:
 
         engine = self.engine
         server = MetricsServer(engine.config.metrics_listen, engine.registry(), ready=self.ready)
-        server.start()
+        try:
+            server.start()
+        except CamwatchError as exc:  # a busy or foreign address is a configuration error
+            raise UsageError(f"{engine.config.describe('metrics.listen')}: {exc}") from None
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         previous = {
             sig: signal.signal(sig, handler)
@@ -425,35 +464,47 @@ class Daemon:
 
     # -- SIGHUP ------------------------------------------------------------------------------------
     def reload(self) -> None:
+        from agent import rulebundle
         from agent.catalogue import EndpointCatalogue
         from agent.policy import Policy
 
         engine = self.engine
         c = engine.counters
+        staged: tuple[Any, Path] | None = None
         try:
             cfg = _load(self.args)
+            # With a trust key: verify the bundle and unpack it into a fresh directory; it becomes
+            # current only when everything below accepted it.
+            staged = rulebundle.stage_configured(cfg, state_dir=engine.config.state_dir)
+            if staged is not None:
+                cfg.rules_bundle_active = staged[0]
             catalogue = EndpointCatalogue.load(cfg.rules_dir)
             engine.policy.flush(engine.store)  # learning state pending in the old policy goes first
             engine.commit()
             policy = Policy.load(cfg.policy_paths, cfg, catalogue, store=engine.store)
         except (CamwatchError, OSError, ValueError) as exc:
+            if staged is not None:
+                rulebundle.discard(staged[1])
             c.reloads["failure"] += 1
             log(f"reload failed, keeping the previous rules and policy: {exc}")
             return
-        engine.catalogue = catalogue
-        engine.inventory.catalogue = catalogue
-        engine.policy = policy
-        engine.config.policy_paths = cfg.policy_paths
-        engine.config.rules_dir = cfg.rules_dir
         # The analyzers' own rule files (fingerprints, cloud/P2P signatures, exploit signatures,
         # update channels); in fanout mode they run here, in the parent.
-        failed = engine.reload_analyzers()
+        failed = engine.swap_rules(catalogue, policy, cfg, atomic=staged is not None)
         if failed:
             c.reloads["failure"] += 1
+            if staged is not None:
+                rulebundle.discard(staged[1])
+                log(f"reload failed, keeping the previous rule set: {'; '.join(failed)}")
+                return
             for problem in failed:
                 log(f"reload failed, keeping the previous rules of analyzer {problem}")
         else:
             c.reloads["success"] += 1
+        if staged is not None:
+            root = rulebundle.rules_root(engine.config.state_dir)
+            rulebundle.make_current(root, staged[1])
+            rulebundle.prune(root, {staged[1]})
         restart = [
             what
             for what, old, new in (
@@ -465,7 +516,11 @@ class Daemon:
             if old != new
         ]
         files = ", ".join(str(p) for p in cfg.policy_paths)
-        log(f"reloaded rules ({cfg.rules_dir}) and policy ({files}): {len(policy.groups)} group(s)")
+        what = f"rules ({cfg.rules_dir})"
+        if staged is not None:
+            m = staged[0].manifest
+            what = f"rule bundle {m.name} {m.version} ({cfg.rules_bundle})"
+        log(f"reloaded {what} and policy ({files}): {len(policy.groups)} group(s)")
         if restart:
             log(f"changed {', '.join(restart)}: takes effect after a restart")
 
@@ -477,8 +532,12 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers}: expected a positive number of worker processes")
     cfg = _load(args)
-    if args.ring_size < 1:
-        raise UsageError(f"--ring-size {args.ring_size}: expected a positive number of MiB")
+    if cfg.ring_size_mb < 1:
+        raise UsageError(f"--ring-size {cfg.ring_size_mb}: expected a positive number of MiB")
+    args.ring_size = cfg.ring_size_mb  # the capture sources (and the fanout workers) read it here
+    from agent.rulebundle import verify_configured
+
+    verify_configured(cfg)  # a bad rule bundle refuses the start before the capture is opened
     workers = args.workers if args.workers is not None else cfg.workers
     if workers > 1:  # PACKET_FANOUT over worker processes: agent/fanout.py
         from agent.fanout import run_fanout

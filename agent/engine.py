@@ -54,6 +54,11 @@ class Engine:
         self.config = config
         if per_device_metrics is not None:
             config.per_device_metrics = per_device_metrics
+        if config.trust_keys:
+            from agent.rulebundle import activate_configured
+
+            # Only a verified bundle's rules: refuses to start otherwise (exit 2).
+            activate_configured(config)
         self.counters = Counters()
         self.store = StateStore(config.state_dir)
         self.catalogue = EndpointCatalogue.load(config.rules_dir)
@@ -187,8 +192,9 @@ class Engine:
 
     def commit(self) -> None:
         self.inventory.flush(self.store)
-        self.store.commit()
+        # Events first (fdatasync): a committed batch never covers events that are not on disk.
         self.writer.flush()
+        self.store.commit()
         if self.evidence is not None:
             self.evidence.write()
 
@@ -212,11 +218,43 @@ class Engine:
         self.commit()
 
     def close(self) -> None:
-        self.writer.close()
-        self.store.close()
+        try:
+            self.writer.close()
+        finally:
+            if self.writer.failed:
+                # Events of the open batch may be missing from the file: keep the store at its last
+                # commit, so a rerun derives and emits them again (docs/reliability.md).
+                self.store.discard()
+            self.store.close()
 
     def stop(self) -> None:
         self._stop.set()
+
+    def swap_rules(self, catalogue: Any, policy: Any, cfg: Config, *, atomic: bool) -> list[str]:
+        """SIGHUP: put a new endpoint catalogue, policy and rules directory in force, then let the
+        analyzers re-read their rule files. Returns the analyzers' problems ("NAME: error").
+
+        `atomic` (rules from a verified bundle, whose unpacked directories never change): when an
+        analyzer refuses the new files, everything goes back to the previous rule set, including the
+        analyzers that had already taken the new files (they re-read the previous, untouched
+        directory), so no mix of two rule sets is ever in force."""
+        previous = (self.catalogue, self.policy, self.config.rules_dir, self.config.policy_paths)
+        self._set_rules(catalogue, policy, cfg.rules_dir, cfg.policy_paths)
+        failed = self.reload_analyzers()
+        if failed and atomic:
+            self._set_rules(*previous)
+            undo = self.reload_analyzers()
+            failed += [f"{problem} (while restoring the previous rules)" for problem in undo]
+        elif atomic:
+            self.config.rules_bundle_active = cfg.rules_bundle_active
+        return failed
+
+    def _set_rules(self, catalogue: Any, policy: Any, rules_dir: Path, policy_paths: list[Path]) -> None:
+        self.catalogue = catalogue
+        self.inventory.catalogue = catalogue
+        self.policy = policy
+        self.config.rules_dir = rules_dir
+        self.config.policy_paths = policy_paths
 
     def reload_analyzers(self) -> list[str]:
         """SIGHUP: every analyzer's `reload()` hook (analyzers/base.py) re-reads its rule files from
@@ -308,12 +346,14 @@ def _load(args: argparse.Namespace) -> Config:
     cfg = load_config(getattr(args, "config", None))
     if getattr(args, "state_dir", None):
         cfg.state_dir = Path(args.state_dir)
+        cfg.overrides["state_dir"] = "--state-dir"
     if getattr(args, "policy", None):
         paths = [Path(p) for p in args.policy]
         for p in paths:
             if not p.is_file():
                 raise UsageError(f"{p}: policy file not found")
         cfg.policy_paths = paths
+        cfg.policy_explicit = True
     return cfg
 
 

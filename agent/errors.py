@@ -30,3 +30,10 @@ class CaptureError(CamwatchError):
         where = f" at byte {offset}" if offset is not None else ""
         super().__init__(f"{path}{where}: {problem}")
         self.path, self.offset, self.problem = path, offset, problem
+
+
+class StorageError(CamwatchError):
+    """The state store or the event file cannot be written (disk full, I/O error); everything
+    committed before is intact (exit code 3, docs/reliability.md)."""
+
+    exit_code = 3

@@ -12,8 +12,11 @@ plain dicts in a fixed key order, one `json.dumps` per event.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import json
+import os
+import stat
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from communityid.error import Error as CommunityIdError
 
-from agent.errors import CamwatchError
+from agent.errors import CamwatchError, StorageError
 from agent.model import PROTO_NAMES, mac_text
 
 if TYPE_CHECKING:
@@ -36,6 +39,8 @@ EVENT_TYPES = ("device", "destination", "dns", "alert", "stats", "update", "firm
 _PORT_PROTOS = frozenset({6, 17, 132})  # TCP, UDP, SCTP carry ports
 _ICMP_PROTOS = frozenset({1, 58})  # ICMP / ICMPv6 carry type/code in the flow's port fields
 
+
+_TAIL_CHUNK = 65536  # bytes read per step when looking for the last newline of a torn file
 
 _MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z: the last second with a 4-digit year
 
@@ -152,9 +157,19 @@ def to_json(event: dict[str, Any]) -> str:
 class EventWriter:
     """Appends events as NDJSON to a file, stdout ("-"), an open text stream, or nowhere (None).
 
-    Files are opened for append and line-buffered, so `tail -f` and log shippers see each event as
-    soon as it is written, and a crash never leaves half a line. `counters`, when given, counts
-    every event by type (also when there is no sink), which the metrics collector publishes.
+    A file is written through its own O_APPEND descriptor, one `write()` per event, so `tail -f` and
+    log shippers see each event at once and nothing sits in a user-space buffer when the process is
+    killed. The file holds only complete lines for a reader that splits on newlines:
+
+    * a write that fails part-way (disk full) is cut back off the file before the error is raised;
+    * an unterminated last line (only a kill during the `write()` itself can leave one) is removed
+      the next time a writer opens the file; until then readers that consume only newline-terminated
+      lines (Filebeat, Vector, `tail -F | jq`) never see it.
+
+    `flush()` (called at every state-store commit) also fdatasync()s the file, so the events a
+    commit covers are on disk before the commit. A write failure raises `StorageError` and sets
+    `failed`. `counters`, when given, counts every event by type (also when there is no sink), which
+    the metrics collector publishes.
     """
 
     def __init__(self, dest: str | Path | TextIO | None, *, counters: Counters | None = None) -> None:
@@ -162,6 +177,9 @@ class EventWriter:
         self.counters = counters
         self._owned = False
         self._stream: TextIO | None = None
+        self._fd: int | None = None  # files we open: raw descriptor, unbuffered
+        self._regular = False
+        self.failed = False
         self.lines = 0
         self._open()
 
@@ -177,33 +195,90 @@ class EventWriter:
                 try:
                     if path.parent != Path():
                         path.parent.mkdir(parents=True, exist_ok=True)
-                    self._stream = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+                    # Read access too for a regular file: the torn-tail check reads its end.
+                    access = os.O_WRONLY if path.exists() and not path.is_file() else os.O_RDWR
+                    fd = os.open(path, access | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
                 except OSError as exc:
                     raise CamwatchError(f"{path}: cannot open event log: {exc.strerror or exc}") from None
+                self._fd = fd
                 self._owned = True
+                try:
+                    self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
+                    if self._regular:
+                        self._drop_torn_tail(fd, path)
+                except OSError as exc:
+                    self._fd = None
+                    os.close(fd)
+                    raise CamwatchError(f"{path}: cannot open event log: {exc.strerror or exc}") from None
         else:
             self._stream = dest
 
+    @staticmethod
+    def _drop_torn_tail(fd: int, path: Path) -> None:
+        """Cut an unterminated last line (a run killed inside write()) so the next event starts
+        on a line of its own. Only a tail that looks like the start of an event is removed; any
+        other unterminated text is kept and closed with a newline."""
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return
+        start = size
+        while start > 0:
+            chunk_start = max(0, start - _TAIL_CHUNK)
+            chunk = os.pread(fd, start - chunk_start, chunk_start)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                start = chunk_start + nl + 1
+                break
+            start = chunk_start
+        if os.pread(fd, 2, start) == b'{"':
+            os.ftruncate(fd, start)
+            print(
+                f"camwatch: {path}: removed an incomplete last line ({size - start} bytes) "
+                "left by an interrupted run",
+                file=sys.stderr,
+            )
+        else:
+            os.write(fd, b"\n")
+
     @property
     def enabled(self) -> bool:
-        return self._stream is not None
+        return self._fd is not None or self._stream is not None
 
     def write(self, event: dict[str, Any]) -> None:
         """Write one already-built event."""
         if self.counters is not None:
             self.counters.events[event.get("event_type", "unknown")] += 1
+        if self._fd is not None:
+            self._write_fd(self._fd, (to_json(event) + "\n").encode("ascii"))
+            self.lines += 1
+            return
         stream = self._stream
         if stream is None:
             return
         try:
             stream.write(to_json(event) + "\n")
-            if not self._owned:
-                # Foreign streams (stdout to a pipe) are block-buffered; flush per line so a
-                # consumer like `jq` sees events as they happen.
-                stream.flush()
+            # Foreign streams (stdout to a pipe) are block-buffered; flush per line so a consumer
+            # like `jq` sees events as they happen.
+            stream.flush()
         except OSError as exc:
-            raise CamwatchError(f"{self._name()}: cannot write event: {exc.strerror or exc}") from None
+            self.failed = True
+            raise self._storage_error("cannot write event", exc) from None
         self.lines += 1
+
+    def _write_fd(self, fd: int, data: bytes) -> None:
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError as exc:
+            self.failed = True
+            if written and self._regular:
+                # Take the partial line back off: readers must never see half an event. The file
+                # size (not a remembered offset) is the reference, so a copytruncate by logrotate
+                # in between cannot make us extend the file.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, max(0, os.fstat(fd).st_size - written))
+            raise self._storage_error("cannot write event", exc) from None
 
     def emit(
         self,
@@ -224,11 +299,17 @@ class EventWriter:
         return event
 
     def flush(self) -> None:
-        if self._stream is not None:
-            try:
+        """Make what was written durable: fdatasync() a file (nothing is buffered in the process),
+        flush a stream."""
+        try:
+            if self._fd is not None:
+                if self._regular:
+                    os.fdatasync(self._fd)
+            elif self._stream is not None:
                 self._stream.flush()
-            except OSError as exc:
-                raise CamwatchError(f"{self._name()}: cannot write event: {exc.strerror or exc}") from None
+        except OSError as exc:
+            self.failed = True
+            raise self._storage_error("cannot write event", exc) from None
 
     def reopen(self) -> None:
         """Close and reopen an owned file (after logrotate moved it); other sinks just flush."""
@@ -240,18 +321,25 @@ class EventWriter:
 
     def close(self) -> None:
         """Flush, and close the file if this writer opened it; safe to call twice."""
+        fd, self._fd = self._fd, None
         stream, self._stream = self._stream, None
-        if stream is None:
-            return
         try:
-            if self._owned:
-                stream.close()
-            else:
+            if fd is not None:
+                try:
+                    if self._regular and not self.failed:
+                        os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+            elif stream is not None:
                 stream.flush()
         except OSError as exc:
-            raise CamwatchError(f"{self._name()}: cannot write event: {exc.strerror or exc}") from None
+            self.failed = True
+            raise self._storage_error("cannot write event", exc) from None
         finally:
             self._owned = False
+
+    def _storage_error(self, what: str, exc: OSError) -> StorageError:
+        return StorageError(f"{self._name()}: {what}: {describe_os_error(exc)}")
 
     def _name(self) -> str:
         if isinstance(self.dest, str | Path):
@@ -268,3 +356,13 @@ class EventWriter:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def describe_os_error(exc: OSError) -> str:
+    """Lower-case reason of a write failure; a full disk is always spelt "no space left on device"."""
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded (no space left for this user)"
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]

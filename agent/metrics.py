@@ -16,6 +16,7 @@ import ipaddress
 import platform
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -336,12 +337,17 @@ class CamwatchCollector:
             ),
         ):
             yield _labelled_counter(name, doc, "interface", getattr(c, attr), c.capture_up)
-        yield _labelled_counter(
+        # All and failed as two counters, not a result label (observability conventions, section 3).
+        yield CounterMetricFamily(
             "camwatch_config_reloads",
-            "Rule and policy reloads requested with SIGHUP, by result.",
-            "result",
-            c.reloads,
-            RELOAD_RESULTS,
+            "Rule and policy reloads requested with SIGHUP (successful and failed).",
+            value=sum(c.reloads.get(r, 0) for r in RELOAD_RESULTS),
+        )
+        yield CounterMetricFamily(
+            "camwatch_config_reload_failures",
+            "SIGHUP reloads that failed and left the previous rules and policy in force (a broken "
+            "file, or a rule bundle that did not verify).",
+            value=c.reloads.get("failure", 0),
         )
         if c.worker_packets:  # `camwatch run --workers N` only
             workers = sorted(c.worker_packets, key=lambda w: (len(w), w))
@@ -481,6 +487,74 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 makes the kernel drop connection attempts when many
+    # scrapers arrive at once; they then retry after 1, 3, 7... s (bench/scrape_load.py measured
+    # scrapes timing out). The kernel caps this at net.core.somaxconn.
+    request_queue_size = 1024
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A scraper that gave up (its timeout) and closed the connection is not a server fault:
+        # no traceback in the daemon's log for it. Anything else is reported as before.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
+
+RENDER_ATTEMPTS = 3  # a snapshot racing the pipeline thread's dict insertions is simply taken again
+
+
+class _Flight:
+    """One exposition being rendered; scrapes that arrive meanwhile wait for it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.body = b""
+        self.error: Exception | None = None
+
+
+class _SharedRender:
+    """Single-flight rendering: concurrent scrapes asking for the same format share one collection
+    and encoding instead of each taking the GIL from the capture thread for a full render. A scrape
+    gets a snapshot started at most one render before it arrived; a scrape arriving after a render
+    finished always starts a new one (nothing is cached)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: dict[tuple[str, bool], _Flight] = {}
+
+    def render(self, key: tuple[str, bool], produce: Callable[[], bytes]) -> bytes:
+        with self._lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.body
+        try:
+            flight.body = _retry_racing_snapshot(produce)
+        except Exception as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
+        return flight.body
+
+
+def _retry_racing_snapshot(produce: Callable[[], bytes]) -> bytes:
+    # Snapshots read the pipeline's dicts without a lock (no lock on the hot path); an insertion in
+    # the middle raises "dictionary changed size during iteration", and a second look is consistent.
+    for attempt in range(RENDER_ATTEMPTS):
+        try:
+            return produce()
+        except RuntimeError as exc:
+            if "changed size during iteration" not in str(exc) or attempt == RENDER_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 class _Server6(_Server):
@@ -488,6 +562,8 @@ class _Server6(_Server):
 
 
 def _make_handler(registry: Collector, ready: Callable[[], bool]) -> type[BaseHTTPRequestHandler]:
+    shared = _SharedRender()
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "camwatch"
         sys_version = ""
@@ -511,17 +587,21 @@ def _make_handler(registry: Collector, ready: Callable[[], bool]) -> type[BaseHT
 
         def _metrics(self) -> None:
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            try:
+            compress = gzip_accepted(self.headers.get("Accept-Encoding", ""))
+
+            def produce() -> bytes:
                 body = encoder(registry)
+                # level 6: nearly the size of 9 for half the CPU on a text exposition
+                return gzip.compress(body, compresslevel=6) if compress else body
+
+            try:
+                body = shared.render((content_type, compress), produce)
             except Exception as exc:
                 # A failed collection must fail the scrape (Prometheus marks the target down)
                 # rather than serve partial data.
                 self._send(500, "text/plain; charset=utf-8", f"metrics collection failed: {exc}\n".encode())
                 return
-            headers = []
-            if gzip_accepted(self.headers.get("Accept-Encoding", "")):
-                body = gzip.compress(body)
-                headers.append(("Content-Encoding", "gzip"))
+            headers = [("Content-Encoding", "gzip")] if compress else []
             self._send(200, content_type, body, headers)
 
         def _send(

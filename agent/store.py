@@ -19,10 +19,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, ParamSpec, TypeVar
 
-from agent.errors import CamwatchError, UsageError
+from agent.errors import CamwatchError, StorageError, UsageError
 from agent.stats import SEVERITIES
 
 DB_NAME = "camwatch.db"
+SQLITE_IOERR = 10  # primary result codes (sqlite3.h)
+SQLITE_FULL = 13
 
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 
@@ -141,7 +143,12 @@ def _db_errors(method: Callable[P, R]) -> Callable[P, R]:
         except sqlite3.Error as exc:
             store = args[0]
             assert isinstance(store, StateStore)
-            raise store._error(exc) from None
+            err = store._error(exc)
+            if not store.read_only:
+                # The open batch may now lack this write (or SQLite rolled it back already): it must
+                # not be committed later with a hole in it. close() rolls it back instead.
+                store._failure = store._failure or err
+            raise err from None
 
     return wrapper
 
@@ -181,6 +188,7 @@ class StateStore:
         self.path = self.state_dir / DB_NAME
         self.read_only = read_only
         self._conn: sqlite3.Connection | None = None
+        self._failure: CamwatchError | None = None  # first write error since the last commit
         try:
             self._conn = self._open()
             self._configure()
@@ -270,7 +278,10 @@ class StateStore:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk does that); keep the first error.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
 
     def schema_version(self) -> int:
@@ -285,6 +296,17 @@ class StateStore:
 
     def _error(self, exc: sqlite3.Error) -> CamwatchError:
         text = str(exc).strip() or type(exc).__name__
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # primary result code
+        if code == SQLITE_FULL or "database or disk is full" in text:
+            return StorageError(
+                f"{self.path}: no space left on device (SQLite: {text}); "
+                "the state store keeps everything up to its last commit"
+            )
+        if code == SQLITE_IOERR:
+            return StorageError(
+                f"{self.path}: I/O error writing the state store (SQLite: {text}); "
+                "the state store keeps everything up to its last commit"
+            )
         if isinstance(exc, sqlite3.DatabaseError) and (
             "not a database" in text or "malformed" in text or "corrupt" in text
         ):
@@ -551,9 +573,25 @@ class StateStore:
 
     @_db_errors
     def commit(self) -> None:
+        """Commit the batch. After a failed write the batch is rolled back instead and that first
+        error raised again: a commit never stores a batch with a write missing from it."""
         conn = self._c
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise failure
         if conn.in_transaction:
             conn.execute("COMMIT")
+
+    @_db_errors
+    def discard(self) -> None:
+        """Roll back everything since the last commit (the events of this batch could not all be
+        written, so a rerun must derive and emit them again)."""
+        self._failure = None
+        conn = self._c
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
     @_db_errors
     def integrity_check(self) -> bool:
@@ -572,9 +610,12 @@ class StateStore:
         # itself, and a forced one here would wait on the daemon's open batch when a short-lived
         # `camwatch devices` closes while the daemon runs.
         try:
-            self.commit()
-        except sqlite3.Error as exc:
-            raise self._error(exc) from None
+            if self._failure is not None:
+                # Already reported when the write failed; the batch is dropped, not committed.
+                with contextlib.suppress(CamwatchError):
+                    self.discard()
+            else:
+                self.commit()
         finally:
             self._close_quietly()
 
