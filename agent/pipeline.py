@@ -665,15 +665,8 @@ class Pipeline:
         packets of an existing flow that nobody follows, on no subscribed port, and not among the
         first payload packets some analyzer asked for. None: process the whole span per packet."""
         _ts_a, off_a, _cap_a, orig_a = arrays
-        tagged = f.tagged[idx]
-        vlan_code = np.where(tagged, (f.tci[idx] & 0x0FFF) + 1, 0).astype(np.uint64)
-        k1 = (f.sip[idx] << np.uint64(32)) | f.dip[idx]
-        k2 = (
-            (f.sport[idx].astype(np.uint64) << np.uint64(48))
-            | (f.dport[idx].astype(np.uint64) << np.uint64(32))
-            | (f.proto[idx].astype(np.uint64) << np.uint64(16))
-            | vlan_code
-        )
+        k1 = f.key_hi[idx]
+        k2 = f.key_lo[idx]
         mixed = k1 * np.uint64(0x9E3779B97F4A7C15) ^ k2
         _uniq, first, inv = np.unique(mixed, return_index=True, return_inverse=True)
         if not (np.array_equal(k1[first][inv], k1) and np.array_equal(k2[first][inv], k2)):

@@ -58,8 +58,9 @@ class FastFields:
     tagged: np.ndarray  # bool: one 802.1Q tag
     tci: np.ndarray  # int64: the tag's TCI (meaningful where tagged)
     proto: np.ndarray  # int64
-    sip: np.ndarray  # uint64 (IPv4 address as a number)
-    dip: np.ndarray  # uint64
+    # The flow key packed in two words (equal words <=> equal flow-key tuples, for fast records):
+    key_hi: np.ndarray  # uint64: source address, protocol, tagged bit, VLAN id
+    key_lo: np.ndarray  # uint64: destination address, source port, destination port
     sport: np.ndarray  # int64
     dport: np.ndarray  # int64
     flags: np.ndarray  # int64: TCP flags (0 for UDP)
@@ -94,8 +95,11 @@ def decode_fast(data: bytes, offsets: np.ndarray, caplens: np.ndarray) -> FastFi
     w46 = u16[base + 46].astype(np.int64)  # TCP data offset, TCP flags
     tlen = ((w14 >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.int64)
     proto = ((w22 >> np.uint64(48)) & np.uint64(0xFF)).astype(np.int64)
-    sip = w22 & np.uint64(0xFFFFFFFF)
-    dip = w30 >> np.uint64(32)
+    # Tagged bit and VLAN id; untagged frames have IP header bytes where the TCI would be.
+    vlan_code = np.where(
+        tagged, ((w12 >> np.uint64(32)) & np.uint64(0x0FFF)) | np.uint64(0x1000), np.uint64(0)
+    )
+    key_hi = (w22 << np.uint64(32)) | ((w22 >> np.uint64(32)) & np.uint64(0xFF0000)) | vlan_code
     sport = ((w30 >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.int64)
     dport = (w30 & np.uint64(0xFFFF)).astype(np.int64)
     is_tcp = proto == _TCP
@@ -116,4 +120,4 @@ def decode_fast(data: bytes, offsets: np.ndarray, caplens: np.ndarray) -> FastFi
     pay = np.where(is_tcp, l4 + ((w46 >> 12) << 2), l4 + 8)
     np.minimum(pay, end, out=pay)
     flags = np.where(is_tcp, w46 & 0xFF, 0)
-    return FastFields(fast, tagged, tci, proto, sip, dip, sport, dport, flags, end - pay)
+    return FastFields(fast, tagged, tci, proto, key_hi, w30, sport, dport, flags, end - pay)
