@@ -248,8 +248,14 @@ class Pipeline:
             self._run_vector(data, batch)
         else:
             self._run_records(
-                data, batch.linktype, range(size), batch.ts, batch.offsets, batch.caplens,
-                batch.origlens, None,
+                data,
+                batch.linktype,
+                range(size),
+                batch.ts,
+                batch.offsets,
+                batch.caplens,
+                batch.origlens,
+                None,
             )
         self.counters.flows_active = len(self.flows)
         self.counters.last_processed_wall = time.time()
@@ -597,8 +603,8 @@ class Pipeline:
         """Decode the whole batch with NumPy; count the packets nobody needs in bulk and send the
         rest through `_run_records` in capture order.
 
-        The batch is cut into spans at the capture times where timers fire (flow sweeps, analyzer
-        ticks), so every timer sees exactly the flow state the per-packet path would show it.
+        Timers (flow sweeps, analyzer ticks) fire between the same two records as on the per-packet
+        path, after every earlier packet has been counted, so they see exactly the same flow state.
         """
         if isinstance(batch, RecordBatch):
             arrays = batch.arrays()
@@ -614,51 +620,74 @@ class Pipeline:
         n = len(off_a)
         start = 0
         while start < n:
-            next_clock = min(self.next_sweep, self.next_tick)
-            due = np.flatnonzero(ts_a[start:] >= next_clock)
-            stop = start + int(due[0]) if len(due) else n
-            if stop == start:
-                self._clock(float(ts_a[start]))  # moves the timers past this record's time
-                continue
-            start = self._vector_span(data, fields, arrays, start, stop)
+            start = self._vector_span(data, fields, arrays, start, n)
         last = float(ts_a[-1])
         self.now = last
         self.counters.last_packet_ts = last
 
     def _vector_span(self, data: bytes, f: Any, arrays: tuple[Any, ...], start: int, stop: int) -> int:
-        """Records [start, stop) in which no timer fires. Returns where processing got to (stop,
-        or earlier when an analyzer started following a flow counted in bulk: re-plan from there)."""
+        """Plan records [start, stop) once, then run them up to each timer in turn: the packets
+        before a timer go through the per-packet path and the bulk counts, then the timer fires.
+        Returns where processing got to: `stop`, or earlier when the plan went stale (an analyzer
+        started following a flow counted in bulk, or a sweep ended one): re-plan from there."""
         ts_a, off_a, cap_a, orig_a = arrays
         fast_idx = np.flatnonzero(f.fast[start:stop]) + start
-        per_packet = True
         span: _Span | None = None
         if len(fast_idx) >= VECTOR_MIN_RECORDS:
             span = self._plan(data, f, arrays, fast_idx, stop - start)
-            per_packet = span is None
-        if per_packet:
+        if span is None:
             rows = np.arange(start, stop)
             self._run_records(
-                data, LINKTYPE_ETHERNET, range(start, stop), ts_a[rows].tolist(), off_a[rows].tolist(),
-                cap_a[rows].tolist(), orig_a[rows].tolist(), None,
+                data,
+                LINKTYPE_ETHERNET,
+                range(start, stop),
+                ts_a[rows].tolist(),
+                off_a[rows].tolist(),
+                cap_a[rows].tolist(),
+                orig_a[rows].tolist(),
+                None,
             )
             return stop
-        assert span is not None
         keep = np.ones(stop - start, dtype=bool)
         keep[span.rows - start] = False
-        rows = np.flatnonzero(keep) + start
+        singles = np.flatnonzero(keep) + start  # records for the per-packet path
+        done = 0  # of `singles`
+        at = start
+        counters = self.counters
         self._span = span
         self._replan = False
         try:
-            stopped = self._run_records(
-                data, LINKTYPE_ETHERNET, rows.tolist(), ts_a[rows].tolist(), off_a[rows].tolist(),
-                cap_a[rows].tolist(), orig_a[rows].tolist(), span,
-            )
+            while True:
+                next_clock = min(self.next_sweep, self.next_tick)
+                due = np.flatnonzero(ts_a[at:stop] >= next_clock)
+                until = at + int(due[0]) if len(due) else stop
+                upto = int(np.searchsorted(singles, until))
+                if upto > done:
+                    rows = singles[done:upto]
+                    stopped = self._run_records(
+                        data,
+                        LINKTYPE_ETHERNET,
+                        rows.tolist(),
+                        ts_a[rows].tolist(),
+                        off_a[rows].tolist(),
+                        cap_a[rows].tolist(),
+                        orig_a[rows].tolist(),
+                        span,
+                    )
+                    if stopped is not None:
+                        span.apply(stopped + 1, ts_a, counters)
+                        return stopped + 1
+                    done = upto
+                span.apply(until, ts_a, counters)
+                if until == stop:
+                    return stop
+                self._clock(float(ts_a[until]))  # moves the timers past this record's time
+                if self._replan or span.stale():
+                    return until
+                at = until
         finally:
             self._span = None
             self._replan = False
-        upto = stop if stopped is None else stopped + 1
-        span.apply(upto, ts_a, self.counters)
-        return upto
 
     def _plan(self, data: bytes, f: Any, arrays: tuple[Any, ...], idx: Any, span_len: int) -> _Span | None:
         """Group the span's fast-path packets by flow key and pick the ones that only need counting:
@@ -683,13 +712,24 @@ class Pipeline:
         new_groups = 0
         for g, (row, is_tagged, tci, proto, sport, dport) in enumerate(
             zip(
-                off_a[rows0].tolist(), f.tagged[rows0].tolist(), f.tci[rows0].tolist(),
-                f.proto[rows0].tolist(), f.sport[rows0].tolist(), f.dport[rows0].tolist(), strict=True,
+                off_a[rows0].tolist(),
+                f.tagged[rows0].tolist(),
+                f.tci[rows0].tolist(),
+                f.proto[rows0].tolist(),
+                f.sport[rows0].tolist(),
+                f.dport[rows0].tolist(),
+                strict=True,
             )
         ):
             b = row + 4 if is_tagged else row
-            key = ((tci & 0x0FFF,) if is_tagged else (), proto, data[b + 26 : b + 30], sport,
-                   data[b + 30 : b + 34], dport)
+            key = (
+                (tci & 0x0FFF,) if is_tagged else (),
+                proto,
+                data[b + 26 : b + 30],
+                sport,
+                data[b + 30 : b + 34],
+                dport,
+            )
             entry = by_key.get(key)
             if entry is None:
                 new_groups += 1
@@ -804,7 +844,17 @@ class _Span:
     """The count-only packets of one vectorised span: which flows they belong to, and how much of
     each flow's share has been added to its counters so far."""
 
-    __slots__ = ("by_flow", "entries", "flags", "groups", "orig", "pending", "rows")
+    __slots__ = (
+        "applied",
+        "applied_upto",
+        "by_flow",
+        "entries",
+        "flags",
+        "groups",
+        "orig",
+        "pending",
+        "rows",
+    )
 
     def __init__(
         self, rows: Any, groups: Any, orig: Any, flags: Any, entries: list[tuple[Flow, bool] | None]
@@ -822,6 +872,12 @@ class _Span:
         # flow -> [last per-packet position, [group, forward, positions, cumulative bytes,
         #          cumulative flags, packets already added], ...] for flows also seen per packet
         self.pending: dict[Flow, list[Any]] = {}
+        self.applied = 0  # rows added by `apply` so far (flows not in `pending`)
+        self.applied_upto = -1  # ... which are the rows before this record position
+
+    def stale(self) -> bool:
+        """A timer ended a flow this plan counts (a sweep): the rest must be planned again."""
+        return any(flow.ended for flow in self.by_flow)
 
     def _pending(self, flow: Flow) -> list[Any]:
         state: list[Any] = [-1]
@@ -829,14 +885,15 @@ class _Span:
             sel = self.groups == g
             entry = self.entries[g]
             assert entry is not None
+            positions = self.rows[sel].tolist()
             state.append(
                 [
                     g,
                     entry[1],
-                    self.rows[sel].tolist(),
+                    positions,
                     np.cumsum(self.orig[sel]).tolist(),
                     np.bitwise_or.accumulate(self.flags[sel]).tolist(),
-                    0,
+                    bisect_left(positions, self.applied_upto),  # already added in bulk
                 ]
             )
         self.pending[flow] = state
@@ -867,13 +924,20 @@ class _Span:
         state[0] = pos
 
     def apply(self, upto: int, ts_a: Any, counters: Counters) -> None:
-        """Add every count-only packet before record `upto` to its flow and to the totals."""
-        k = int(np.searchsorted(self.rows, upto))  # rows before `upto`
-        rows, groups, orig, flags = self.rows[:k], self.groups[:k], self.orig[:k], self.flags[:k]
+        """Add every count-only packet before record `upto` not added yet to its flow and to the
+        totals (called once per timer interval, so in several steps for one plan)."""
+        lo = self.applied
+        hi = int(np.searchsorted(self.rows, upto))  # rows before `upto`
+        self.applied, self.applied_upto = max(hi, lo), max(upto, self.applied_upto)
+        if hi <= lo:
+            for flow, state in self.pending.items():
+                for part in state[1:]:
+                    self._add(flow, part, upto)
+            return
+        rows, groups, orig, flags = self.rows[lo:hi], self.groups[lo:hi], self.orig[lo:hi], self.flags[lo:hi]
+        k = hi - lo
         counters.packets += k
         counters.bytes += int(orig.sum())
-        if not k:
-            return
         size = len(self.entries)
         counts = np.bincount(groups, minlength=size)
         nbytes = np.bincount(groups, weights=orig, minlength=size)
@@ -888,12 +952,15 @@ class _Span:
         last_ts = ts_a[last_row[used]].tolist()
         pending = self.pending
         for g, n, b, fl, t in zip(
-            used.tolist(), counts[used].tolist(), nbytes[used].tolist(), seen_flags[used].tolist(),
-            last_ts, strict=True,
+            used.tolist(),
+            counts[used].tolist(),
+            nbytes[used].tolist(),
+            seen_flags[used].tolist(),
+            last_ts,
+            strict=True,
         ):
             flow, forward = self.entries[g]  # type: ignore[misc]
-            state = pending.get(flow)
-            if state is not None:
+            if flow in pending:
                 continue  # added part by part below
             if forward:
                 flow.pkts_toserver += n

@@ -12,9 +12,14 @@ from pathlib import Path
 import dpkt
 import pytest
 
+from agent.capture.pcapfile import RecordBatch
 from agent.config import Config
 from agent.engine import SAMPLE_CAPTURE, Engine
+from agent.model import LINKTYPE_ETHERNET, Flow, Packet
+from agent.pipeline import Pipeline
 from agent.samplegen import generate
+from agent.stats import Counters
+from analyzers.base import Analyzer
 from tests.conftest import CORPUS
 
 
@@ -161,3 +166,106 @@ def test_adversarial_mix(tmp_path: Path) -> None:
             frame = _frame(rng, i)
             writer.writepkt(frame, ts=max(t, 1_600_000_000.0))
     assert_same(path, tmp_path, max_flows=200)
+
+
+class _Snapshots(Analyzer):
+    """Records, at every delivered packet and every tick, the counters of every live flow."""
+
+    NAME = "snapshots"
+    TCP_PAYLOAD_PACKETS = 40
+    FLOW_EVENTS = True
+
+    def __init__(self, follow_at: float | None = None) -> None:
+        self.seen: list[tuple[object, ...]] = []
+        self.follow_at = follow_at
+        self.ctx: Pipeline | None = None
+
+    def _state(self, flow: Flow) -> tuple[object, ...]:
+        return (
+            flow.flow_id,
+            flow.pkts_toserver,
+            flow.pkts_toclient,
+            flow.bytes_toserver,
+            flow.bytes_toclient,
+            flow.tcp_flags_seen,
+            flow.last_ts,
+        )
+
+    def packet(self, pkt: Packet) -> None:
+        assert pkt.flow is not None
+        self.seen.append(("pkt", pkt.ts, self._state(pkt.flow)))
+        if self.follow_at is not None and pkt.ts >= self.follow_at and self.ctx is not None:
+            self.ctx.follow(pkt.flow, self)  # from now on every packet of the flow comes here
+            self.follow_at = None
+
+    def tick(self, now: float) -> None:
+        assert self.ctx is not None
+        self.seen.append(("tick", now, sorted(self._state(f) for f in self.ctx.flows.live.values())))
+
+    def flow_end(self, flow: Flow) -> None:
+        self.seen.append(("end", self._state(flow)))
+
+
+def _tcp_frame(src: str, dst: str, sport: int, dport: int, flags: int, payload: bytes = b"") -> bytes:
+    seg = dpkt.tcp.TCP(sport=sport, dport=dport, flags=flags, data=payload)
+    ip = dpkt.ip.IP(src=bytes(map(int, src.split("."))), dst=bytes(map(int, dst.split("."))), p=6, data=seg)
+    ip.len = len(bytes(ip))
+    return b"\xbc\xad\x28\x00\x00\x01" + b"\x00\x11\x22\x33\x44\x55" + b"\x08\x00" + bytes(ip)
+
+
+def _batch(frames: list[tuple[float, bytes]]) -> RecordBatch:
+    buf = bytearray()
+    ts, offs, caps = [], [], []
+    for t, f in frames:
+        ts.append(t)
+        offs.append(len(buf))
+        caps.append(len(f))
+        buf += f
+    return RecordBatch(bytes(buf), LINKTYPE_ETHERNET, 0, ts, offs, caps, list(caps), 0)
+
+
+def _long_flows(t0: float) -> list[tuple[float, bytes]]:
+    """Three long TCP flows: bulk server data (count-only once their payload subscription is
+    spent), bare ACKs from the clients (count-only from the start), and a client payload packet
+    every 25th packet (delivered while the 40-packet subscription lasts) — across many ticks."""
+    frames = []
+    t = t0
+    for i in range(6000):
+        t += 0.004
+        c = i % 3
+        client, port = f"10.0.0.{10 + c}", 40000 + c
+        if i % 25 == 0:
+            frames.append((t, _tcp_frame(client, "198.51.100.7", port, 8000, 0x18, b"x" * 30)))
+        elif i % 2:
+            frames.append((t, _tcp_frame(client, "198.51.100.7", port, 8000, 0x10)))
+        else:
+            frames.append((t, _tcp_frame("198.51.100.7", client, 8000, port, 0x18, b"v" * 1200)))
+    return frames
+
+
+@pytest.mark.parametrize("follow_at", [None, 1_700_000_012.0])
+def test_timers_and_follows_inside_one_batch(follow_at: float | None) -> None:
+    """Flows counted in bulk across many ticks and sweeps of one batch, also seen per packet in
+    between (and followed half-way): every snapshot an analyzer takes must be identical."""
+    results = []
+    for vectorised in (True, False):
+        snap = _Snapshots(follow_at)
+        pl = Pipeline([snap], Counters(), idle_timeout=5.0, vectorised=vectorised)
+        snap.ctx = pl
+        t0 = 1_700_000_000.0
+        # The handshakes come first, in a batch of their own, so the long batch finds the flows.
+        hello = []
+        for c in range(3):
+            client, port = f"10.0.0.{10 + c}", 40000 + c
+            hello.append((t0 + c * 0.001, _tcp_frame(client, "198.51.100.7", port, 8000, 0x02)))
+            hello.append((t0 + c * 0.001 + 0.0005, _tcp_frame("198.51.100.7", client, 8000, port, 0x12)))
+        pl.run_batch(_batch(hello))
+        pl.run_batch(_batch(_long_flows(t0 + 1)))
+        pl.finish()
+        results.append((snap.seen, pl.counters.packets, pl.counters.bytes))
+    vec, ref = results
+    assert len(vec[0]) == len(ref[0])
+    for i, (a, b) in enumerate(zip(vec[0], ref[0], strict=True)):
+        assert a == b, f"snapshot {i} differs:\n vectorised: {a}\n per-packet: {b}"
+    assert vec[1:] == ref[1:]
+    assert sum(1 for s in ref[0] if s[0] == "tick") > 10
