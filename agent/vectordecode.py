@@ -77,7 +77,6 @@ def decode_fast(data: bytes, offsets: np.ndarray, caplens: np.ndarray) -> FastFi
         zero = np.zeros(n, dtype=np.int64)
         addr = np.zeros(n, dtype=np.uint64)
         return FastFields(no, no, zero, zero, addr, addr, zero, zero, zero, zero)
-    u16 = _strided(data, ">u2", 2)
     u64 = _strided(data, ">u8", 8)
     # Every gather below reads within 56 bytes of the frame start. A frame closer than that to the
     # end of the chunk is gathered from offset 0 instead (garbage) and left to the per-packet path.
@@ -87,21 +86,22 @@ def decode_fast(data: bytes, offsets: np.ndarray, caplens: np.ndarray) -> FastFi
     tpid = w12 >> np.uint64(48)
     untagged = tpid == 0x0800
     tagged = (tpid == 0x8100) & (((w12 >> np.uint64(16)) & np.uint64(0xFFFF)) == 0x0800)
-    tci = ((w12 >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.int64)
-    base = at + (tagged.astype(np.int64) << 2)  # where an untagged frame's fields would be
+    tag4 = tagged.view(np.int8).astype(np.int64) << 2  # 4 where one 802.1Q tag precedes the IP header
+    tci = ((w12 >> np.uint64(32)) & np.uint64(0xFFFF)).view(np.int64)  # values < 2**63: view, no copy
+    base = at + tag4  # where an untagged frame's fields would be
     w14 = u64[base + 14]  # vihl, tos, total length, ident, flags/fragment
     w22 = u64[base + 22]  # ttl, proto, checksum, source address
     w30 = u64[base + 30]  # destination address, source port, destination port
-    w46 = u16[base + 46].astype(np.int64)  # TCP data offset, TCP flags
-    tlen = ((w14 >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.int64)
-    proto = ((w22 >> np.uint64(48)) & np.uint64(0xFF)).astype(np.int64)
+    w46 = (u64[base + 40] & np.uint64(0xFFFF)).view(np.int64)  # bytes 46, 47: TCP data offset, flags
+    tlen = ((w14 >> np.uint64(32)) & np.uint64(0xFFFF)).view(np.int64)
+    proto = ((w22 >> np.uint64(48)) & np.uint64(0xFF)).view(np.int64)
     # Tagged bit and VLAN id; untagged frames have IP header bytes where the TCI would be.
     vlan_code = np.where(
         tagged, ((w12 >> np.uint64(32)) & np.uint64(0x0FFF)) | np.uint64(0x1000), np.uint64(0)
     )
     key_hi = (w22 << np.uint64(32)) | ((w22 >> np.uint64(32)) & np.uint64(0xFF0000)) | vlan_code
-    sport = ((w30 >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.int64)
-    dport = (w30 & np.uint64(0xFFFF)).astype(np.int64)
+    sport = ((w30 >> np.uint64(16)) & np.uint64(0xFFFF)).view(np.int64)
+    dport = (w30 & np.uint64(0xFFFF)).view(np.int64)
     is_tcp = proto == _TCP
     fast = (
         inside
@@ -111,7 +111,7 @@ def decode_fast(data: bytes, offsets: np.ndarray, caplens: np.ndarray) -> FastFi
         & ((w14 & np.uint64(0x1FFF)) == 0)  # not a non-first fragment
         & (is_tcp | (proto == _UDP))
     )
-    l3 = 14 + (tagged.astype(np.int64) << 2)  # IP header start, relative to the frame
+    l3 = tag4 + 14  # IP header start, relative to the frame
     end = caplens.copy()
     trim = (tlen >= 20) & (tlen < end - l3)
     end[trim] = l3[trim] + tlen[trim]  # drop Ethernet padding after short packets
