@@ -292,6 +292,8 @@ class StreamReassembler:
         end = off + n
         if fin and self.fin_offset is None and end >= nxt:
             self.fin_offset = end
+            if self._starts:
+                self._drop_after(end)  # data buffered before the FIN arrived may lie beyond it
         if n:
             self.segments += 1
             fo = self.fin_offset
@@ -466,6 +468,17 @@ class StreamReassembler:
         while self._starts:
             self._skip_to(self._starts[0])
             self._drain()
+
+    def _drop_after(self, limit: int) -> None:
+        """Forget buffered bytes at or after stream offset `limit` (they follow the FIN)."""
+        starts, chunks = self._starts, self._chunks
+        while starts and starts[-1] >= limit:
+            starts.pop()
+            self._buffered -= len(chunks.pop())
+        if starts and starts[-1] + len(chunks[-1]) > limit:
+            keep = limit - starts[-1]
+            self._buffered -= len(chunks[-1]) - keep
+            chunks[-1] = chunks[-1][:keep]
 
     def _drop_pending(self) -> None:
         self._starts.clear()

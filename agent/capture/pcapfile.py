@@ -226,6 +226,7 @@ class CaptureReader:
         self._stream: Any = None
         self._first = b""
         self._first_problem: str | None = None
+        self._gzip_pos = 0  # decompressed bytes read so far (gzip files)
         self._used = False
         self._open()
 
@@ -379,12 +380,42 @@ class CaptureReader:
                 data = stream.read1(size - have)
             except _GZIP_ERRORS as exc:
                 problem = f"gzip data is corrupt or cut short ({exc})"
+                # the failed step's output went with the exception: recover it in small steps
+                data = self._gzip_salvage(self._gzip_pos, size - have)
+                if data:
+                    parts.append(data)
+                    self._gzip_pos += len(data)
                 break
             if not data:
                 break
             parts.append(data)
             have += len(data)
+            self._gzip_pos += len(data)
         return (parts[0] if len(parts) == 1 else b"".join(parts)), problem
+
+    def _gzip_salvage(self, start: int, limit: int) -> bytes:
+        """Decompressed bytes from offset `start` up to the damage (at most `limit`), decompressing
+        the file again in 64-byte steps; b"" when that is not possible. Error path only."""
+        out = bytearray()
+        if self._raw is None:
+            return b""
+        try:
+            self._raw.seek(0)
+            stream = gzip.GzipFile(fileobj=self._raw, mode="rb")
+            skip = start
+            while skip > 0:
+                got = stream.read1(min(skip, DEFAULT_CHUNK_SIZE))
+                if not got:
+                    return b""
+                skip -= len(got)
+            while len(out) < limit:
+                got = stream.read1(min(64, limit - len(out)))
+                if not got:
+                    break
+                out += got
+        except _GZIP_ERRORS:
+            pass  # the damage itself, or a file that cannot be read again (a pipe)
+        return bytes(out)
 
     def _rewind(self) -> None:
         if self._raw is None:
@@ -396,6 +427,7 @@ class CaptureReader:
         if self._stream is not self._raw:
             self._stream.close()
         self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb") if self.gzip else self._raw
+        self._gzip_pos = 0
         self._first, self._first_problem = self._read(self._chunk_size)
 
     def _damage(self, offset: int, problem: str) -> CaptureError:

@@ -69,7 +69,9 @@ def parse(data: bytes | bytearray | memoryview, protocols: tuple[str, ...] = ("H
         if proto not in protocols or not parts[1].isdigit() or len(parts[1]) != 3:
             return None
         reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
-        head = Head(proto, False, status=int(parts[1]), reason=clean(reason), version=parts[0].decode())
+        # the version is only checked to start with "HTTP/": the rest may be any byte
+        version = parts[0].decode("latin-1")
+        head = Head(proto, False, status=int(parts[1]), reason=clean(reason), version=version)
     elif len(parts) == 3 and (parts[2][:5] in (b"HTTP/", b"RTSP/")):
         proto = parts[2][:4].decode()
         method = parts[0]

@@ -1,0 +1,1 @@
+"""Coverage-guided fuzz targets (atheris) for camwatch parsers; see docs/reliability.md."""

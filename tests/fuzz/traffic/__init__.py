@@ -1,0 +1,1 @@
+"""Fuzz targets for the traffic side: capture readers, protocol parsers, reassembly, matchers."""
