@@ -482,9 +482,15 @@ class ParentPipeline(Pipeline):
                 targets.append(a)
         if fresh and flow is not None:
             for a in self.dispatch.flow_start:
-                a.flow_start(flow, pkt)
+                try:
+                    a.flow_start(flow, pkt)
+                except Exception as exc:
+                    self.analyzer_failed(a, "flow_start", exc)
         for a in targets:
-            a.packet(pkt)
+            try:
+                a.packet(pkt)
+            except Exception as exc:
+                self.analyzer_failed(a, "packet", exc)
 
     def syncs(self) -> dict[int, list[tuple[Any, bool, int]]]:
         """Per worker: whether each flow touched since the last call is followed by an analyzer."""
@@ -502,7 +508,10 @@ class ParentPipeline(Pipeline):
             self._flow_ended(flow)
         self.mirrors.clear()
         for a in self.dispatch.done:
-            a.done()
+            try:
+                a.done()
+            except Exception as exc:
+                self.analyzer_failed(a, "done", exc)
         self.counters.flows_active = 0
 
 

@@ -217,6 +217,14 @@ class CamwatchCollector:
             c.decode_errors,
             DECODE_ERROR_REASONS,
         )
+        yield _labelled_counter(
+            "camwatch_analyzer_errors",
+            "Exceptions raised by an analyzer's hooks (the packet is skipped for that analyzer; "
+            "capture continues).",
+            "analyzer",
+            c.analyzer_errors,
+            (),
+        )
         yield GaugeMetricFamily("camwatch_flows_active", "Flows currently tracked.", value=c.flows_active)
         yield CounterMetricFamily("camwatch_flows", "Flows created.", value=c.flows_total)
         yield _labelled_counter(

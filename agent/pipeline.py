@@ -8,6 +8,7 @@ packets some analyzer subscribed to.
 
 from __future__ import annotations
 
+import logging
 import struct
 import time
 from bisect import bisect_left
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from agent.capture.pcapfile import RecordBatch
+from agent.errors import CamwatchError
 from agent.flowid import flow_id_for
 from agent.flows import TCP_ACK, TCP_SYN, FlowTable
 from agent.model import (
@@ -87,6 +89,11 @@ LIKELY_SERVER_PORTS = frozenset(range(1, 1024)) | frozenset(
 # Lowest ephemeral (client) port on Linux; Windows and BSD start higher (49152).
 EPHEMERAL_PORT_MIN = 32768
 
+log = logging.getLogger("camwatch.pipeline")
+# An analyzer that raises is logged this many times, then every ANALYZER_ERROR_LOG_EVERY-th time.
+ANALYZER_ERROR_LOG_FIRST = 3
+ANALYZER_ERROR_LOG_EVERY = 1000
+
 SWEEP_INTERVAL = 10.0  # seconds of capture time between flow-timeout sweeps
 SHARED_OBJECTS_MAX = 200_000  # interned flow-key parts; cleared (not evicted) when full
 # Below this many records (or fast-path records in a span) the NumPy set-up costs more than it saves.
@@ -141,6 +148,12 @@ class Dispatch:
 class Pipeline:
     """Feeds record batches through decode, the flow table and the analyzers."""
 
+    # An exception from an analyzer hook is counted (camwatch_analyzer_errors_total) and logged, and
+    # capture goes on: one packet that trips one analyzer must not stop the sensor. The fuzz
+    # harness and tests that want to see the exception set this to False. CamwatchError (a full
+    # disk, say) always propagates.
+    isolate_analyzers = True
+
     def __init__(
         self,
         analyzers: Iterable[Analyzer],
@@ -153,6 +166,8 @@ class Pipeline:
         vectorised: bool = True,
     ) -> None:
         self.dispatch = Dispatch(analyzers)
+        for a in self.dispatch.analyzers:
+            counters.analyzer_errors.setdefault(a.NAME, 0)
         # Batch (NumPy) decode for Ethernet batches; False forces the per-packet reference path.
         self.vectorised = vectorised
         self._span: _Span | None = None  # the vectorised span being processed, if any
@@ -204,13 +219,36 @@ class Pipeline:
                 return
 
     # -- analyzer callbacks -------------------------------------------------------------------
+    def analyzer_failed(self, analyzer: Analyzer, hook: str, exc: Exception) -> None:
+        """An analyzer hook raised: count it, log one line (rate-limited), carry on."""
+        if not self.isolate_analyzers or isinstance(exc, CamwatchError):
+            raise exc
+        errors = self.counters.analyzer_errors
+        errors[analyzer.NAME] += 1
+        n = errors[analyzer.NAME]
+        if n <= ANALYZER_ERROR_LOG_FIRST or n % ANALYZER_ERROR_LOG_EVERY == 0:
+            log.error(
+                "analyzer %s failed in %s (%s: %s); error %d of this analyzer, capture continues",
+                analyzer.NAME,
+                hook,
+                type(exc).__name__,
+                exc,
+                n,
+            )
+
     def _flow_ended(self, flow: Flow) -> None:
         for a in self.dispatch.flow_end:
-            a.flow_end(flow)
+            try:
+                a.flow_end(flow)
+            except Exception as exc:
+                self.analyzer_failed(a, "flow_end", exc)
 
     def _deliver(self, targets: Iterable[Analyzer], pkt: Packet) -> None:
         for a in targets:
-            a.packet(pkt)
+            try:
+                a.packet(pkt)
+            except Exception as exc:
+                self.analyzer_failed(a, "packet", exc)
 
     def _clock(self, ts: float) -> None:
         """Timers driven by capture time: flow sweeps and analyzer ticks."""
@@ -222,7 +260,10 @@ class Pipeline:
             self.next_sweep = ts + SWEEP_INTERVAL
         if ts >= self.next_tick:
             for a in self.dispatch.tick:
-                a.tick(ts)
+                try:
+                    a.tick(ts)
+                except Exception as exc:
+                    self.analyzer_failed(a, "tick", exc)
             self.next_tick = ts + 1.0
 
     def advance(self, now: float) -> None:
@@ -234,7 +275,10 @@ class Pipeline:
         """End of input: end all flows, then let analyzers flush."""
         self.flows.drain()
         for a in self.dispatch.done:
-            a.done()
+            try:
+                a.done()
+            except Exception as exc:
+                self.analyzer_failed(a, "done", exc)
         self.counters.flows_active = 0
 
     # -- the hot path -------------------------------------------------------------------------
@@ -585,10 +629,16 @@ class Pipeline:
                 )
                 if fresh:
                     for a in dispatch.flow_start:
-                        a.flow_start(flow, pkt)
+                        try:
+                            a.flow_start(flow, pkt)
+                        except Exception as exc:
+                            self.analyzer_failed(a, "flow_start", exc)
                 if targets_list:
                     for a in targets_list:
-                        a.packet(pkt)
+                        try:
+                            a.packet(pkt)
+                        except Exception as exc:
+                            self.analyzer_failed(a, "packet", exc)
                 if self._replan:
                     stopped_at = pos
                     break

@@ -89,6 +89,9 @@ class Counters:
     # `camwatch run --workers N` (agent/fanout.py): keys are worker numbers, pre-initialised
     worker_packets: Counter[str] = field(default_factory=Counter)  # packets read by each worker
     worker_queue_drops: Counter[str] = field(default_factory=Counter)  # forwarded packets dropped
+    # Exceptions raised by analyzer hooks, by analyzer NAME (pre-initialised by the pipeline); the
+    # packet is skipped for that analyzer and capture goes on (agent/pipeline.py).
+    analyzer_errors: Counter[str] = field(default_factory=Counter)
 
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -111,6 +114,7 @@ class Counters:
                 "reloads",
                 "worker_packets",
                 "worker_queue_drops",
+                "analyzer_errors",
             ):
                 setattr(snap, name, Counter(getattr(self, name)))
             snap.capture_up = dict(self.capture_up)

@@ -334,3 +334,53 @@ def test_follow_and_expect_deliver_every_packet_of_chosen_flows() -> None:
     # from its very first packet
     assert fol.seen == [(21, b"RETR fw.bin\r\n"), (21, b"QUIT\r\n"), (2000, b""), (40001, b"DATA")]
     assert not pl.expected  # an expectation is used once
+
+
+class Exploding(Analyzer):
+    """Raises on every other packet, flow start, tick and done."""
+
+    NAME = "exploding"
+    UDP_PORTS = frozenset({53})
+    FLOW_EVENTS = True
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def packet(self, pkt: Packet) -> None:
+        self.calls += 1
+        if self.calls % 2:
+            raise ValueError("bad day")
+
+    def flow_start(self, flow: Flow, pkt: Packet) -> None:
+        raise KeyError("no such thing")
+
+    def tick(self, now: float) -> None:
+        raise RuntimeError("tick")
+
+
+def test_a_failing_analyzer_is_counted_and_the_others_go_on(caplog: pytest.LogCaptureFixture) -> None:
+    frames = [
+        eth(ip4("10.0.0.2", "10.0.0.1", dpkt.udp.UDP(sport=40000 + i, dport=53, data=b"q" * 12), 17))
+        for i in range(10)
+    ]
+    rec, bad = Recorder(), Exploding()
+    counters = Counters()
+    pl = Pipeline([bad, rec], counters)
+    with caplog.at_level("ERROR", logger="camwatch.pipeline"):
+        pl.run_batch(make_batch(frames))
+        pl.finish()
+    assert len(rec.packets) == 10  # the analyzer after the failing one saw every packet
+    assert counters.packets == 10
+    # 5 packet failures, 10 flow_start failures, one tick per second of capture time (10 s)
+    assert counters.analyzer_errors["exploding"] == 5 + 10 + 10
+    assert counters.analyzer_errors["recorder"] == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and all("analyzer exploding failed" in m for m in lines)
+
+
+def test_analyzer_errors_propagate_when_isolation_is_off() -> None:
+    frame = eth(ip4("10.0.0.2", "10.0.0.1", dpkt.udp.UDP(sport=40000, dport=53, data=b"q"), 17))
+    pl = Pipeline([Exploding()], Counters())
+    pl.isolate_analyzers = False
+    with pytest.raises(RuntimeError, match="tick"):  # the first timer fires before the packet
+        pl.run_batch(make_batch([frame]))

@@ -86,6 +86,8 @@ def _fresh_session() -> None:
         active_timeout=_config.flow_active_timeout,
         max_flows=_config.max_flows,
     )
+    # The agent counts and logs an analyzer's exception and goes on; here it must surface as a crash.
+    engine.pipeline.isolate_analyzers = False
 
 
 def _frames(data: bytes) -> tuple[int, list[tuple[float, bytes]]]:
