@@ -48,7 +48,8 @@ def scan_summary(path: str, rule_dirs: list[str]) -> dict[str, Any]:
     """Runs in the worker process: scan one image and summarise the report."""
     from analyzers.firmware.scanner import ScanOptions, scan_image
 
-    options = ScanOptions(rule_dirs=[Path(d) for d in rule_dirs], use_binwalk=False)
+    # one process only: the capture path must keep the other CPUs (no TLSH/YARA-X helpers)
+    options = ScanOptions(rule_dirs=[Path(d) for d in rule_dirs], use_binwalk=False, member_workers=0)
     return summarise(scan_image(path, options, extract_name=None))
 
 

@@ -8,7 +8,7 @@ Prometheus). Everything here is plain data, picklable, so reports can cross proc
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
@@ -51,8 +51,10 @@ class Finding:
     vendor: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # field by field: dataclasses.asdict deep-copies recursively and is slow on big reports
+        d = {name: getattr(self, name) for name in _FINDING_FIELDS}
         d["severity"] = self.severity.label
+        d["cve"] = list(self.cve)
         return d
 
 
@@ -120,6 +122,13 @@ class ImageReport:
         return max((f.severity for f in self.findings), default=None)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = asdict(replace(self, members=[], findings=[]))
+        d["members"] = [{name: getattr(m, name) for name in _MEMBER_FIELDS} for m in self.members]
         d["findings"] = [f.to_dict() for f in self.findings]
         return d
+
+
+# Finding and Member hold only plain values (and Finding.cve, a list of str), so a shallow copy
+# field by field equals asdict()
+_FINDING_FIELDS = tuple(f.name for f in fields(Finding))
+_MEMBER_FIELDS = tuple(f.name for f in fields(Member))

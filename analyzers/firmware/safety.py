@@ -10,9 +10,11 @@ from __future__ import annotations
 import bz2
 import contextlib
 import errno
+import hashlib
 import lzma
 import os
 import posixpath
+import re
 import stat
 import time
 import zlib
@@ -25,6 +27,7 @@ import zstandard
 from analyzers.firmware.model import Limits
 
 MiB = 1024 * 1024
+MAX_NAME_CHARS = 4096  # PATH_MAX: no real device holds a longer path; longer names are shortened
 RATIO_FLOOR = 1 * MiB  # the ratio limit applies only past this much output (small files compress well)
 _IN_CHUNK = 16 * 1024  # compressed input fed per step (bounds how far the ratio check can lag)
 _OUT_STEP = 1 * MiB  # decompressed output produced per step
@@ -268,6 +271,9 @@ class SafeName:
     problem: str | None  # why the raw name was rewritten (traversal, absolute, NUL...), None if clean
 
 
+_CONTROL_CHARS = re.compile("[\x00-\x1f]")
+
+
 def safe_relpath(raw: str | bytes, *, flat: bool = False) -> SafeName:
     """Turn an untrusted member name into a relative path that cannot leave its root.
 
@@ -282,8 +288,8 @@ def safe_relpath(raw: str | bytes, *, flat: bool = False) -> SafeName:
     if "\x00" in text:
         problems.append("NUL byte in name")
         text = text.split("\x00", 1)[0] if flat else text.replace("\x00", "_")
-    if any(ord(c) < 0x20 for c in text):
-        text = "".join("_" if ord(c) < 0x20 else c for c in text)
+    if _CONTROL_CHARS.search(text):
+        text = _CONTROL_CHARS.sub("_", text)
     if flat and ("/" in text or "\\" in text):
         problems.append("path separator in a flat name")
         text = text.replace("/", "_").replace("\\", "_")
@@ -303,7 +309,14 @@ def safe_relpath(raw: str | bytes, *, flat: bool = False) -> SafeName:
     if not parts:
         problems.append("empty name")
         parts = ["_unnamed"]
-    return SafeName("/".join(parts), "; ".join(problems) or None)
+    path = "/".join(parts)
+    if len(path) > MAX_NAME_CHARS:
+        # deep directory nesting would otherwise make the report quadratic in the depth; the digest
+        # keeps shortened names distinct
+        problems.append(f"name longer than {MAX_NAME_CHARS} characters")
+        digest = hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]  # noqa: S324
+        path = f"{path[: MAX_NAME_CHARS - 64].rstrip('/')}/__long_{digest}"
+    return SafeName(path, "; ".join(problems) or None)
 
 
 def link_escapes(link_path: str, target: str) -> bool:
@@ -329,6 +342,9 @@ def link_escapes(link_path: str, target: str) -> bool:
 # --------------------------------------------------------------------------- the one safe writer
 
 
+_PATH_MAX = 4096
+
+
 class ExtractRefused(Exception):
     """The writer refused to create something (it would leave the root, or follow a link)."""
 
@@ -350,6 +366,10 @@ class SafeWriter:
         self.bytes_written = 0
 
     def _open_dir(self, parts: list[str]) -> int:
+        # the walk below works at any depth, but a tree deeper than PATH_MAX could not be opened,
+        # listed or removed by path afterwards (by the analyst's tools, or shutil.rmtree)
+        if len(os.fsencode(os.path.join(self.root, *parts))) + 256 >= _PATH_MAX:
+            raise ExtractRefused(f"{'/'.join(parts)[:100]}...: path would exceed PATH_MAX ({_PATH_MAX})")
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             for part in parts:
@@ -416,8 +436,18 @@ class SafeWriter:
         parts = [p for p in relpath.split("/") if p]
         if not parts:
             raise ExtractRefused("empty path")
+        if not target:
+            raise ExtractRefused(f"{relpath}: empty symlink target")
         if target.startswith("/") or "\x00" in target:
             raise ExtractRefused(f"{relpath} -> {target}: absolute target would point outside the root")
+        names = [p for p in target.split("/") if p not in ("", ".")]
+        climbs = 0
+        while climbs < len(names) and names[climbs] == "..":
+            climbs += 1
+        if ".." in names[climbs:]:
+            # 'x/..' is judged lexically here but resolved through x by the kernel: when x is (or later
+            # becomes) a symlink, the target climbs from wherever x points. Only leading '..' are safe.
+            raise ExtractRefused(f"{relpath} -> {target}: '..' after a name can climb out through a link")
         here = posixpath.join(self.root, *parts[:-1])
         resolved = posixpath.normpath(posixpath.join(here, target))
         if not self._inside(resolved):

@@ -24,11 +24,12 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from analyzers.firmware.handlers import load_handlers
 from analyzers.firmware.handlers.base import ContainerHandler
 from analyzers.firmware.model import Finding, ImageReport, Limits, Member, Severity
+from analyzers.firmware.offload import Offload, RemoteError, can_fork, default_workers
 from analyzers.firmware.safety import LIMIT_TIME, Budget, SafeWriter
 from analyzers.firmware.sandbox import SandboxStatus, isolate_network, private_tmpdir, remove_tmpdir
 from analyzers.firmware.unpack import Walker, WalkOptions, tlsh_digest
@@ -46,6 +47,9 @@ class ScanOptions:
     use_binwalk: bool = True
     inspect: bool = True  # run the inspectors (YARA, credentials, crypto, integrity)
     sandbox: bool = True  # isolate the workers' network (scan_paths)
+    # helper processes per image for TLSH and YARA-X (offload.py); None: the usable CPUs divided
+    # among `jobs` parallel images, less the scanning process's own; 0: all in the scanning process
+    member_workers: int | None = None
 
 
 # ---------------------------------------------------------------------------------------- one image
@@ -106,10 +110,76 @@ def scan_image(
         return report
     report.size = len(image)
     report.sha256 = hashlib.sha256(image).hexdigest()
-    report.tlsh = tlsh_digest(image)
+    # helpers start on the image's TLSH (the largest single job) while the rules are compiled
+    offload = _start_offload(options, image)
+    try:
+        _scan_loaded(report, image, path, options, extract_name, offload)
+    finally:
+        if offload is not None:
+            offload.close()
+    status = _WORKER.get("sandbox")
+    if isinstance(status, SandboxStatus):
+        report.integrity.setdefault("analysis_sandbox", status.describe())
+        if not status.network_isolated:
+            report.findings.append(
+                Finding(
+                    rule_id="CW-SANDBOX-UNAVAILABLE",
+                    severity=Severity.INFO,
+                    message=f"image analysed without network isolation: {status.detail}",
+                    category="sandbox",
+                    source="scanner",
+                )
+            )
+    report.duration_seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def _start_offload(options: ScanOptions, image: bytes) -> Offload | None:
+    """Helper processes for this image's TLSH and YARA-X work, or None to do it all here (one CPU,
+    or a multi-threaded process that must not fork)."""
+    workers = options.member_workers
+    if workers is None:
+        workers = (default_workers() + 1) // max(1, options.jobs) - 1
+    if workers <= 0 or not can_fork():
+        return None
+    try:
+        return Offload(workers, image, tlsh_digest)
+    except OSError:  # no memory or no process slots for helpers: do the work here
+        return None
+
+
+@runtime_checkable
+class RuleSetLike(Protocol):
+    """What the offload needs from a session's rules (a test double may have none)."""
+
+    rules: Any
+
+    def scan_raw(self, data: bytes) -> Any: ...
+
+
+def _scan_loaded(
+    report: ImageReport,
+    image: bytes,
+    path: Path,
+    options: ScanOptions,
+    extract_name: str | None,
+    offload: Offload | None,
+) -> None:
+    """scan_image once the image is in memory: walk, inspect, finish."""
+    image_tlsh = offload.submit(memoryview(image), tlsh=True, scan=False) if offload else None
     session = _session(options) if options.inspect else None
     if session is not None:
         session.reset()  # sessions are reused: a previous image that failed mid-way must not leak in
+    image_scan = None
+    rules = getattr(session, "rules", None)
+    if (
+        offload is not None
+        and isinstance(rules, RuleSetLike)
+        and offload.set_rules(rules.rules, rules.scan_raw)
+    ):
+        image_scan = offload.submit(memoryview(image), tlsh=False, scan=True)
+    if image_tlsh is None:
+        report.tlsh = tlsh_digest(image)
     budget = Budget(options.limits)
     tmp = Path(_WORKER["tmpdir"]) if "tmpdir" in _WORKER else None
     own_tmp: str | None = None
@@ -127,6 +197,7 @@ def scan_image(
         extract_dir=extract_name or path.name,
         tmpdir=tmp,
         image_file=path,
+        offload=offload,
     )
     alarm = _arm_hard_timeout(options.limits.max_seconds)
     try:
@@ -144,9 +215,18 @@ def scan_image(
                     source="handler",
                 )
             )
+        if offload is not None and image_tlsh is not None:
+            report.tlsh = offload.wait(image_tlsh).tlsh
         if session is not None:
             root = Member(path="", size=len(image), sha256=report.sha256, tlsh=report.tlsh, container=top)
-            report.findings.extend(session.inspect_member(root, image))
+            if offload is not None and image_scan is not None:
+                result = offload.wait(image_scan)
+                if result.error is not None:
+                    raise result.error
+                hits = session.rules.hits_from_raw(result.hits or [])
+                report.findings.extend(session.inspect_member(root, image, hits))
+            else:
+                report.findings.extend(session.inspect_member(root, image))
             session.finish(report, image)
     except _HardTimeout:
         report.findings.append(
@@ -159,26 +239,12 @@ def scan_image(
             )
         )
     except Exception as exc:  # one image's failure must not stop the others
-        report.error = f"{path}: analysis failed: {type(exc).__name__}: {exc}"[:300]
+        kind = exc.type_name if isinstance(exc, RemoteError) else type(exc).__name__
+        report.error = f"{path}: analysis failed: {kind}: {exc}"[:300]
     finally:
         _disarm_hard_timeout(alarm)
         if own_tmp is not None:
             remove_tmpdir(own_tmp)
-    status = _WORKER.get("sandbox")
-    if isinstance(status, SandboxStatus):
-        report.integrity.setdefault("analysis_sandbox", status.describe())
-        if not status.network_isolated:
-            report.findings.append(
-                Finding(
-                    rule_id="CW-SANDBOX-UNAVAILABLE",
-                    severity=Severity.INFO,
-                    message=f"image analysed without network isolation: {status.detail}",
-                    category="sandbox",
-                    source="scanner",
-                )
-            )
-    report.duration_seconds = round(time.monotonic() - started, 3)
-    return report
 
 
 def private_tmpdir_no_env() -> str:

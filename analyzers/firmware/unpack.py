@@ -15,6 +15,7 @@ with a `limit` finding; nothing is ever read unbounded.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import posixpath
@@ -37,6 +38,7 @@ from analyzers.firmware.handlers.base import (
     UnpackContext,
 )
 from analyzers.firmware.model import ContainerInfo, Finding, ImageReport, Limits, Member, Severity
+from analyzers.firmware.offload import Offload, RemoteError, Result, Ticket
 from analyzers.firmware.safety import (
     LIMIT_DEPTH,
     LIMIT_FILE_SIZE,
@@ -55,6 +57,7 @@ KiB = 1024
 MiB = 1024 * KiB
 NEST = "!/"  # separates nesting levels in member paths
 TLSH_MIN_BYTES = 50  # TLSH needs at least 50 bytes (with some variance)
+MIN_SCAN_BYTES = 4  # as inspect.MIN_SCAN_BYTES: smaller members are not YARA-scanned
 _PADDING = re.compile(rb"[\x00\xff]*")
 
 
@@ -169,6 +172,7 @@ class Walker:
         extract_dir: str = "image",
         tmpdir: Path | None = None,
         image_file: Path | None = None,
+        offload: Offload | None = None,
     ) -> None:
         self.report = report
         self.handlers = list(handlers)
@@ -180,12 +184,30 @@ class Walker:
         self.extract_dir = extract_dir
         self.tmpdir = tmpdir
         self.image_file = image_file
+        # TLSH and YARA-X run in helper processes when `offload` is set; their results are applied
+        # in submission order, and the findings spliced in where an in-process scan put them
+        self.offload = offload
+        self._pending: collections.deque[tuple[Ticket, Member, memoryview, int]] = collections.deque()
+        self._slots: list[tuple[int, list[Finding]]] = []  # (position in report.findings, findings)
         self._binwalk_failed = False
         self._magic_index: dict[bytes, list[tuple[ContainerHandler, int]]] = {}
         for handler in self.handlers:
             if handler.CARVABLE:
                 for magic in handler.PATTERNS:
                     self._magic_index.setdefault(magic.value, []).append((handler, magic.offset))
+        # Handlers whose matches() needs one of their PATTERNS are only asked when a magic is there:
+        # most members (programs, scripts) hold no container magic at all
+        self._gated: dict[tuple[int, int], dict[bytes, set[int]]] = {}  # (offset, length) -> magic -> idx
+        self._always: list[int] = []  # handler indexes whose matches() must always be called
+        for idx, handler in enumerate(self.handlers):
+            if handler.PATTERNS and (
+                handler.PATTERN_GATED or type(handler).matches is ContainerHandler.matches
+            ):
+                for magic in handler.PATTERNS:
+                    key = (magic.offset, len(magic.value))
+                    self._gated.setdefault(key, {}).setdefault(magic.value, set()).add(idx)
+            else:
+                self._always.append(idx)
         # All magics are found in one multi-pattern pass (YARA-X); an alternation regex, or one
         # bytes.find per magic, made this the largest single cost of a scan.
         self._magics = tuple(sorted(self._magic_index))
@@ -194,16 +216,20 @@ class Walker:
     # ------------------------------------------------------------------------------------ entry point
     def walk_image(self, image: memoryview) -> None:
         try:
-            self._unpack_blob(image, "", 0, ())
-        except LimitExceeded as exc:
-            self._limit(exc, "")
+            try:
+                self._unpack_blob(image, "", 0, ())
+            except LimitExceeded as exc:
+                self._limit(exc, "")
+            self._apply_offloaded(wait=True)
+        finally:
+            self._splice_slots()
 
     # ------------------------------------------------------------------------------------ one blob
     def _unpack_blob(self, data: memoryview, path: str, depth: int, ancestry: tuple[str, ...]) -> str | None:
         """Unpack `data` if a handler (or carving) recognises it; returns the handler NAME or None."""
         self.budget.check_time()
         if depth >= self.limits.max_depth:
-            if any(h.matches(data) for h in self.handlers):
+            if self._matching(data):
                 self._limit(
                     LimitExceeded(
                         LIMIT_DEPTH, f"nesting deeper than {self.limits.max_depth} levels; not unpacked"
@@ -211,9 +237,7 @@ class Walker:
                     path,
                 )
             return None
-        for handler in self.handlers:
-            if not handler.matches(data):
-                continue
+        for handler in self._matching(data):
             ctx = self._context(path, depth, ancestry, 0, carving=False)
             result = self._run_handler(handler, data, ctx)
             if result is None:
@@ -228,6 +252,17 @@ class Walker:
             if claimed:
                 return claimed[0][2]
         return None
+
+    def _matching(self, data: memoryview) -> list[ContainerHandler]:
+        """The handlers whose matches() accepts `data`, in registry order."""
+        candidates = set(self._always)
+        size = len(data)
+        for (offset, length), by_magic in self._gated.items():
+            if size >= offset + length:
+                found = by_magic.get(bytes(data[offset : offset + length]))
+                if found:
+                    candidates |= found
+        return [self.handlers[i] for i in sorted(candidates) if self.handlers[i].matches(data)]
 
     def _run_handler(
         self, handler: ContainerHandler, data: memoryview, ctx: UnpackContext
@@ -508,13 +543,69 @@ class Walker:
         member.container = self._unpack_blob(view, member_path, depth + 1, ancestry)
         # TLSH (similarity) for executables and for large leaf blobs such as kernels; a partition a
         # handler unpacked is already described by its members' hashes.
-        if bytes(view[:4]) == b"\x7fELF" or (
+        want_tlsh = bytes(view[:4]) == b"\x7fELF" or (
             member.container is None and len(blob) >= self.options.tlsh_large_file
-        ):
+        )
+        if self.offload is not None:
+            self._offload_member(member, view, want_tlsh)
+            return
+        if want_tlsh:
             member.tlsh = tlsh_digest(view)
         if self.inspector is not None:
             data = blob if isinstance(blob, bytes) else bytes(view)
             self._inspect(lambda: self.inspector.inspect_member(member, data), member_path)
+
+    # ------------------------------------------------------------------------------------ offloading
+    def _offload_member(self, member: Member, view: memoryview, want_tlsh: bool) -> None:
+        assert self.offload is not None
+        scan = self.inspector is not None and self.offload.scan_fn is not None and len(view) >= MIN_SCAN_BYTES
+        ticket = self.offload.submit(view, tlsh=want_tlsh, scan=scan)
+        self._pending.append((ticket, member, view, len(self.report.findings)))
+        self._apply_offloaded(wait=False)
+
+    def _apply_offloaded(self, *, wait: bool) -> None:
+        """Apply finished results in submission order (all of them when `wait`)."""
+        while self._pending:
+            ticket, member, view, position = self._pending[0]
+            if not ticket.done:
+                if not wait or self.offload is None:
+                    return
+                self.offload.wait(ticket)
+            self._pending.popleft()
+            result = ticket.result
+            assert result is not None
+            if ticket.want_tlsh:
+                member.tlsh = result.tlsh
+            if self.inspector is None:
+                continue
+            slot: list[Finding] = []
+            self._slots.append((position, slot))
+            data = view.obj if isinstance(view.obj, bytes) and len(view.obj) == len(view) else bytes(view)
+            self._inspect(functools.partial(self._inspect_with, member, data, result), member.path, into=slot)
+
+    def _inspect_with(self, member: Member, data: bytes, result: Result) -> list[Finding]:
+        """inspect_member with the YARA-X matches a helper found (or found here)."""
+        inspector: Any = self.inspector
+        if result.error is not None:
+            raise result.error
+        if result.hits is None:
+            return list(inspector.inspect_member(member, data))
+        return list(inspector.inspect_member(member, data, inspector.rules.hits_from_raw(result.hits)))
+
+    def _splice_slots(self) -> None:
+        """Put offloaded members' findings where in-process inspection would have added them."""
+        if not self._slots:
+            return
+        old = self.report.findings
+        merged: list[Finding] = []
+        prev = 0
+        for pos, found in self._slots:
+            merged.extend(old[prev:pos])
+            merged.extend(found)
+            prev = pos
+        merged.extend(old[prev:])
+        self.report.findings[:] = merged
+        self._slots.clear()
 
     # ------------------------------------------------------------------------------------ carving
     def _trailing(self, data: memoryview, end: int, path: str, depth: int, ancestry: tuple[str, ...]) -> None:
@@ -590,10 +681,8 @@ class Walker:
             return
         tried.add(offset)
         region = data[offset:]
-        for handler in self.handlers:
+        for handler in self._matching(region):
             if not handler.CARVABLE or failures.get(handler.NAME, 0) >= self.options.max_carve_failures:
-                continue
-            if not handler.matches(region):
                 continue
             ctx = self._context(path, depth, ancestry, offset, carving=True)
             result = self._run_handler(handler, region, ctx)
@@ -704,24 +793,26 @@ class Walker:
             )
         )
 
-    def _inspect(self, call: Any, path: str) -> None:
+    def _inspect(self, call: Any, path: str, into: list[Finding] | None = None) -> None:
+        out = self.report.findings if into is None else into
         try:
             findings = call()
         except LimitExceeded:
             raise
         except Exception as exc:  # an inspector bug must not lose the unpacking results
-            self._add(
+            kind = exc.type_name if isinstance(exc, RemoteError) else type(exc).__name__
+            out.append(
                 Finding(
                     rule_id="CW-INSPECT-ERROR",
                     severity=Severity.LOW,
-                    message=f"inspection failed: {type(exc).__name__}: {exc}"[:300],
+                    message=f"inspection failed: {kind}: {exc}"[:300],
                     path=path,
                     category="container",
                     source="inspect",
                 )
             )
             return
-        self.report.findings.extend(findings)
+        out.extend(findings)
 
 
 def _through_link(rel: str, links: set[str]) -> str | None:

@@ -231,6 +231,9 @@ class ContainerHandler:
     # a filesystem image: absolute symlink targets refer to the image's own root and are normal;
     # in an archive (tar, zip, cpio) they point at the unpacking host and are reported
     FILESYSTEM: ClassVar[bool] = False
+    # set when an overriding matches() is only ever true with one of PATTERNS at its offset (as when
+    # it calls super().matches() first): the walker then skips the call for blobs without that magic
+    PATTERN_GATED: ClassVar[bool] = False
 
     def matches(self, data: Blob) -> bool:
         """Cheap test at offset 0 of `data`: one of PATTERNS is there. Override to add field checks."""

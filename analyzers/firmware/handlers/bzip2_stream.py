@@ -16,6 +16,7 @@ from analyzers.firmware.handlers.compression import decompress_stream
 class Bzip2Handler(ContainerHandler):
     NAME = "bzip2"
     PATTERNS = (Magic(b"BZh"),)
+    PATTERN_GATED = True
     DOC = HandlerDoc(
         name="bzip2",
         vendor="generic",

@@ -3,6 +3,7 @@ Linux initramfs images (which may be several archives back to back; each is foun
 
 from __future__ import annotations
 
+import re
 import stat
 from collections.abc import Iterator
 
@@ -21,6 +22,9 @@ from analyzers.firmware.model import Severity
 TRAILER = "TRAILER!!!"
 NEWC_HEADER = 110
 ODC_HEADER = 76
+# int() alone would accept signs, spaces, '_' and '0x': a field like '-7070...' gave negative sizes
+_NEWC_FIELDS = re.compile(rb"[0-9A-Fa-f]{104}")
+_ODC_FIELDS = re.compile(rb"[0-7]{70}")
 
 
 def _align4(n: int) -> int:
@@ -40,6 +44,8 @@ def parse_entries(
                 head = bytes(data[pos : pos + NEWC_HEADER])
                 if len(head) < NEWC_HEADER:
                     return entries, pos, "truncated header"
+                if not _NEWC_FIELDS.fullmatch(head[6:]):
+                    raise ValueError("non-hex header field")
                 fields = [int(head[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
                 mode, size, namesize = fields[1], fields[6], fields[11]
                 name_start = pos + NEWC_HEADER
@@ -49,6 +55,8 @@ def parse_entries(
                 head = bytes(data[pos : pos + ODC_HEADER])
                 if len(head) < ODC_HEADER:
                     return entries, pos, "truncated header"
+                if not _ODC_FIELDS.fullmatch(head[6:]):
+                    raise ValueError("non-octal header field")
                 mode = int(head[18:24], 8)
                 namesize = int(head[59:65], 8)
                 size = int(head[65:76], 8)
@@ -89,6 +97,7 @@ class CpioHandler(ContainerHandler):
 
     def unpack(self, data: memoryview, ctx: UnpackContext) -> HandlerResult:
         entries, end, problem = parse_entries(data, ctx.limits.max_files)
+        end = min(end, len(data))  # the 4-byte alignment after the last member may be cut off
         if not entries and problem:
             raise NotMyFormat(problem)
         findings = []

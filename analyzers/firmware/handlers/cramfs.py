@@ -51,7 +51,10 @@ def _bounded_cramfs_class() -> type:
             if uncompressed:
                 return raw
             decoder = zlib.decompressobj()
-            out = decoder.decompress(raw, 2 * PAGE)
+            try:
+                out = decoder.decompress(raw, 2 * PAGE)
+            except zlib.error as exc:
+                raise DecompressError(f"corrupt cramfs block ({exc})") from None
             if decoder.unconsumed_tail:
                 raise DecompressError("cramfs block inflates beyond a page")
             return out
@@ -63,6 +66,7 @@ class CramfsHandler(ContainerHandler):
     NAME = "cramfs"
     FILESYSTEM = True
     PATTERNS = (Magic(LE_MAGIC), Magic(BE_MAGIC))
+    PATTERN_GATED = True
     DOC = HandlerDoc(
         name="cramfs",
         vendor="Linux",
@@ -72,7 +76,8 @@ class CramfsHandler(ContainerHandler):
     )
 
     def matches(self, data: Blob) -> bool:
-        return super().matches(data) and bytes(data[16:32]) == SIGNATURE
+        # the superblock fields read by unpack() end at offset 64
+        return super().matches(data) and len(data) >= 64 and bytes(data[16:32]) == SIGNATURE
 
     def unpack(self, data: memoryview, ctx: UnpackContext) -> HandlerResult:
         order = "<" if bytes(data[:4]) == LE_MAGIC else ">"

@@ -33,6 +33,7 @@ def stored_name(data: Blob) -> str | None:
 class GzipHandler(ContainerHandler):
     NAME = "gzip"
     PATTERNS = (Magic(b"\x1f\x8b\x08"),)
+    PATTERN_GATED = True
     DOC = HandlerDoc(
         name="gzip",
         vendor="generic",

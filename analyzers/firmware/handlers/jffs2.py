@@ -167,11 +167,14 @@ class Jffs2Image:
         if node.compr == 6:
             return bounded_decompress("zlib", raw, ctx.limits, max_output=node.dsize, multi_stream=False).data
         if node.compr == 7:
-            from lzallright import LZOCompressor
+            from lzallright import LZOCompressor, LZOError
 
             if len(raw) > 2 * node.dsize + 64:
                 raise DecompressError("JFFS2 LZO node larger than its data")
-            return bytes(LZOCompressor.decompress(bytes(raw), output_size_hint=node.dsize))[: node.dsize]
+            try:
+                return bytes(LZOCompressor.decompress(bytes(raw), output_size_hint=node.dsize))[: node.dsize]
+            except LZOError as exc:
+                raise DecompressError(f"JFFS2 LZO node: {exc}") from None
         if node.compr == 8:
             # the kernel's JFFS2 LZMA: raw LZMA1, lc=0 lp=0 pb=0, 8 KiB dictionary
             filters = [{"id": lzma.FILTER_LZMA1, "dict_size": 0x2000, "lc": 0, "lp": 0, "pb": 0}]
@@ -183,18 +186,20 @@ class Jffs2Image:
                 raise DecompressError(f"JFFS2 LZMA node: {exc}") from None
         raise DecompressError(f"JFFS2 compression {COMPR_NAMES.get(node.compr, node.compr)} not supported")
 
-    def file_bytes(self, ino: int, ctx: UnpackContext, problems: list[str]) -> bytes:
+    def file_bytes(self, ino: int, ctx: UnpackContext, problems: list[str], cap: int | None = None) -> bytes:
+        """The inode's contents, at most `cap` bytes (the declared size is untrusted)."""
         entry = self.inodes[ino]
-        buf = bytearray(entry.isize)
+        length = entry.isize if cap is None else min(entry.isize, cap)
+        buf = bytearray(length)
         for node in sorted(entry.nodes, key=lambda n: n.version):
-            if node.dsize == 0 or node.offset >= entry.isize:
+            if node.dsize == 0 or node.offset >= length:
                 continue
             try:
                 chunk = self.node_bytes(node, ctx)
             except DecompressError as exc:
                 problems.append(str(exc))
                 continue
-            end = min(node.offset + len(chunk), entry.isize)
+            end = min(node.offset + len(chunk), length)
             buf[node.offset : end] = chunk[: end - node.offset]
         return bytes(buf)
 
@@ -225,6 +230,7 @@ class Jffs2Handler(ContainerHandler):
     NAME = "jffs2"
     FILESYSTEM = True
     PATTERNS = (Magic(b"\x85\x19"), Magic(b"\x19\x85"))
+    PATTERN_GATED = True
     DOC = HandlerDoc(
         name="JFFS2",
         vendor="Linux",
@@ -292,16 +298,18 @@ class Jffs2Handler(ContainerHandler):
                     continue
                 if kind == "symlink":
                     problems: list[str] = []
-                    target = image.file_bytes(dirent.ino, ctx, problems)[:4096].decode(
+                    target = image.file_bytes(dirent.ino, ctx, problems, cap=4096).decode(
                         "utf-8", "surrogateescape"
                     )
                     yield Child(path, kind="symlink", mode=mode, link_target=target, size=0)
                 elif kind == "file":
 
-                    def load(ino: int = dirent.ino, path: str = path) -> bytes:
+                    def load(ino: int = dirent.ino, path: str = path, size: int = entry.isize) -> bytes:
+                        # charged before the buffer exists: the declared size is untrusted and
+                        # holes (no data nodes) cost nothing in the image
+                        guard.add(size)
                         problems: list[str] = []
                         body = image.file_bytes(ino, ctx, problems)
-                        guard.add(len(body))
                         if problems:
                             findings.append(
                                 ctx.finding(

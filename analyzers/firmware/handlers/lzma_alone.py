@@ -36,6 +36,7 @@ def plausible_header(data: Blob) -> bool:
 class LzmaHandler(ContainerHandler):
     NAME = "lzma"
     PATTERNS = (Magic(b"\x5d\x00\x00"),)
+    PATTERN_GATED = True
     DOC = HandlerDoc(
         name="LZMA (alone)",
         vendor="generic",

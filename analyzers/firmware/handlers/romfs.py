@@ -15,6 +15,7 @@ from analyzers.firmware.handlers.base import (
     UnpackContext,
 )
 from analyzers.firmware.model import Finding, Severity
+from analyzers.firmware.safety import MAX_NAME_CHARS
 
 _KINDS = {0: "hardlink", 1: "dir", 2: "file", 3: "symlink", 4: "device", 5: "device", 6: "socket", 7: "fifo"}
 _FILE_HEADER = struct.Struct(">IIII")
@@ -82,23 +83,39 @@ class RomfsHandler(ContainerHandler):
         ctx: UnpackContext,
         findings: list[Finding],
     ) -> Iterator[Child]:
-        while pos and pos + 16 <= len(data):
-            if pos in seen:
-                findings.append(
-                    ctx.finding("CW-UNPACK-CORRUPT", Severity.LOW, f"romfs header loop at {pos:#x}")
-                )
-                return
-            seen.add(pos)
-            ctx.check_time()
-            next_field, spec, size, _checksum = _FILE_HEADER.unpack_from(data, pos)
-            name, body_start = _name_at(data, pos + 16)
-            kind = _KINDS[next_field & 7]
-            mode = 0o755 if next_field & 8 else 0o644
-            path = f"{prefix}{name}"
-            if name not in (".", ".."):
+        # an explicit stack, not recursion: a hostile image can nest directories thousands deep
+        stack: list[tuple[int, str]] = [(pos, prefix)]
+        while stack:
+            pos, prefix = stack.pop()
+            while pos and pos + 16 <= len(data):
+                if pos in seen:
+                    findings.append(
+                        ctx.finding("CW-UNPACK-CORRUPT", Severity.LOW, f"romfs header loop at {pos:#x}")
+                    )
+                    return
+                seen.add(pos)
+                ctx.check_time()
+                next_field, spec, size, _checksum = _FILE_HEADER.unpack_from(data, pos)
+                name, body_start = _name_at(data, pos + 16)
+                kind = _KINDS[next_field & 7]
+                mode = 0o755 if next_field & 8 else 0o644
+                path = f"{prefix}{name}"
+                pos = next_field & ~15
+                if name in (".", ".."):
+                    continue
                 if kind == "dir":
                     yield Child(path, kind="dir", size=0, mode=mode)
-                    yield from self._walk(data, spec & ~15, path + "/", seen, ctx, findings)
+                    if len(path) > MAX_NAME_CHARS:  # deeper than PATH_MAX: not a real filesystem
+                        findings.append(
+                            ctx.finding(
+                                "CW-UNPACK-CORRUPT",
+                                Severity.LOW,
+                                f"romfs directories nested beyond {MAX_NAME_CHARS} characters; not entered",
+                            )
+                        )
+                        continue
+                    stack.append((pos, prefix))  # the siblings, after this directory's contents
+                    pos, prefix = spec & ~15, path + "/"
                 elif kind == "file":
                     yield Child(path, data=data[body_start : body_start + size], size=size, mode=mode)
                 elif kind == "symlink":
@@ -110,4 +127,3 @@ class RomfsHandler(ContainerHandler):
                     yield Child(path, kind="hardlink", link_target=f"@{spec:#x}", size=0)
                 else:
                     yield Child(path, kind=kind, size=0, mode=mode)
-            pos = next_field & ~15

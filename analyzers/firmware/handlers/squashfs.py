@@ -10,7 +10,8 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from analyzers.firmware.handlers.base import (
 )
 from analyzers.firmware.handlers.dissectfs import entry_child
 from analyzers.firmware.model import Finding, Limits, Severity
-from analyzers.firmware.safety import DecompressError, LimitExceeded, bounded_decompress
+from analyzers.firmware.safety import RATIO_FLOOR, DecompressError, LimitExceeded, bounded_decompress
 
 COMPRESSION = {1: "gzip", 2: "lzma", 3: "lzo", 4: "xz", 5: "lz4", 6: "zstd"}
 _STREAM_KIND = {1: "zlib", 2: "lzma", 4: "xz", 6: "zstd"}
@@ -57,6 +58,10 @@ class SuperBlock:
             )
             self.compression = COMPRESSION.get(comp, f"unknown({comp})")
             self.compression_id = comp
+            # every block is decoded with the block size as its output cap: only what the kernel
+            # accepts (a power of two from 4 KiB to 1 MiB) keeps that cap small
+            if not 4096 <= self.block_size <= 1 << 20 or self.block_size & (self.block_size - 1):
+                raise NotMyFormat(f"implausible squashfs block size {self.block_size}")
             self.bytes_used = struct.unpack_from(order + "Q", data, 40)[0]
         elif self.major in (1, 2, 3):
             self.compression, self.compression_id = "gzip", 1  # before v4 only zlib existed (stock)
@@ -88,19 +93,35 @@ class _BoundedCompression:
         self.limits = limits
 
     def decompress(self, data: bytes, expected: int) -> bytes:
+        if self.comp_id == 1 and self.cap <= RATIO_FLOOR:
+            # one bounded zlib call (max_length one past the cap) settles an intact block; anything
+            # else (overflow, truncated, corrupt) goes through bounded_decompress for its exact report
+            decoder = zlib.decompressobj()
+            try:
+                out = decoder.decompress(data, self.cap + 1)
+            except zlib.error:
+                out = None
+            if out is not None and decoder.eof and len(out) <= self.cap:
+                return out
         kind = _STREAM_KIND.get(self.comp_id)
         if kind is not None:
             return bounded_decompress(kind, data, self.limits, max_output=self.cap, multi_stream=False).data
         if self.comp_id == 3:
-            from lzallright import LZOCompressor
+            from lzallright import LZOCompressor, LZOError
 
             if len(data) > 2 * self.cap:
                 raise DecompressError("LZO block larger than twice the block size")
-            out = LZOCompressor.decompress(bytes(data), output_size_hint=min(expected, self.cap))
+            try:
+                out = LZOCompressor.decompress(bytes(data), output_size_hint=min(expected, self.cap))
+            except LZOError as exc:
+                raise DecompressError(f"corrupt LZO block ({exc})") from None
         elif self.comp_id == 5:
             from dissect.util.compression import lz4
 
-            out = lz4.decompress(bytes(data), uncompressed_size=min(expected, self.cap))
+            try:
+                out = lz4.decompress(bytes(data), uncompressed_size=min(expected, self.cap))
+            except ValueError as exc:
+                raise DecompressError(f"corrupt LZ4 block ({exc})") from None
         else:
             raise DecompressError(f"unsupported squashfs compression id {self.comp_id}")
         if len(out) > self.cap:
@@ -125,6 +146,17 @@ def _open_squashfs(view: memoryview, sb: SuperBlock, limits: Limits) -> Any:
     dissect_squashfs.compression = _DeferredCompression
     fs = dissect_squashfs.SquashFS(SliceReader(view))
     fs._compression = _BoundedCompression(sb.compression_id, sb.block_size, limits)
+    read_block = fs._read_block
+
+    def nonempty_metadata(block: int, length: int | None = None) -> tuple[int, bytes]:
+        # dissect's metadata reader loops forever (and its result list grows without bound) on a
+        # metadata block that yields no bytes, e.g. one past the end of a truncated image
+        next_block, data = read_block(block, length)
+        if length is None and not data:
+            raise DecompressError(f"empty squashfs metadata block at {block}")
+        return next_block, data
+
+    fs._read_block = nonempty_metadata
     return fs
 
 
@@ -132,6 +164,7 @@ class SquashfsHandler(ContainerHandler):
     NAME = "squashfs"
     FILESYSTEM = True
     PATTERNS = (Magic(b"hsqs"), Magic(b"sqsh"), *(Magic(m) for m in _VENDOR_MAGICS))
+    PATTERN_GATED = True
     DOC = HandlerDoc(
         name="SquashFS",
         vendor="generic",
@@ -204,10 +237,17 @@ class SquashfsHandler(ContainerHandler):
             OSError,
             IndexError,
             KeyError,
+            TypeError,  # dissect indexes a missing metadata block (None) on a damaged table
+            AttributeError,
+            struct.error,
         ) as exc:
             yield from self._fallback(view, sb, ctx, findings, exc)
             return
         guard = ctx.ratio_guard(sb.bytes_used, "squashfs")
+
+        def read(entry: Any, size: int) -> bytes:
+            return _read_file(fs, view, entry, size, ctx.check_time)
+
         seen: set[tuple[int, int]] = set()
         stack: list[tuple[str, Any]] = [("", root)]
         while stack:
@@ -230,7 +270,7 @@ class SquashfsHandler(ContainerHandler):
                 ctx.check_time()
                 path = f"{prefix}{entry.name}"
                 try:
-                    child = self._child(entry, path, guard)
+                    child = entry_child(entry, path, guard, read)
                 except (LimitExceeded, DecompressError):
                     raise
                 except Exception as exc:  # one bad inode must not end the walk
@@ -239,8 +279,6 @@ class SquashfsHandler(ContainerHandler):
                 yield child
                 if entry.is_dir():
                     stack.append((path + "/", entry))
-
-    _child = staticmethod(entry_child)
 
     def _fallback(
         self, view: memoryview, sb: SuperBlock, ctx: UnpackContext, findings: list[Finding], exc: Exception
@@ -334,6 +372,44 @@ class SquashfsHandler(ContainerHandler):
                 )
         finally:
             _remove_tree(work)
+
+
+_COMPRESSED_BIT_BLOCK = 1 << 24  # set in a data block's size word: stored uncompressed
+
+
+def _read_file(fs: Any, view: memoryview, inode: Any, size: int, check_time: Callable[[], None]) -> bytes:
+    """A regular file's bytes, block after block straight from the image (dissect's stream reads
+    the same blocks through several layers of Python per aligned chunk, and caches every block).
+    Each block is decompressed by the bounded decoder and cut to what the file still needs, so the
+    result never exceeds `size`; damaged blocks yield fewer bytes, as with dissect's reader."""
+    header = inode.header
+    block_size = fs.block_size
+    pos = header.start_block
+    parts: list[bytes | memoryview] = []
+    remaining = size
+    for count, (word, run) in enumerate(inode.block_list):
+        if remaining <= 0:
+            break
+        if count % 64 == 63:
+            check_time()
+        if word is None:  # the tail, packed with other tails into a fragment block
+            tail = fs._read_fragment(header.fragment, header.offset, run)[:remaining]
+            parts.append(tail)
+            remaining -= run
+            continue
+        want = min(block_size, remaining)
+        remaining -= want
+        if word == 0:  # sparse block
+            parts.append(bytes(want))
+            continue
+        length = word & ~_COMPRESSED_BIT_BLOCK
+        raw = view[pos : pos + length]
+        pos += length
+        if word & _COMPRESSED_BIT_BLOCK:
+            parts.append(raw[:want])
+        else:
+            parts.append(fs._compression.decompress(raw, block_size)[:want])
+    return b"".join(parts)
 
 
 def _walk_tree(root: Path, ctx: UnpackContext) -> Iterator[Child]:

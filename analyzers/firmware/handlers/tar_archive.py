@@ -35,6 +35,7 @@ def _header_checksum_ok(head: Blob) -> bool:
 class TarHandler(ContainerHandler):
     NAME = "tar"
     PATTERNS = (Magic(b"ustar", offset=257),)
+    PATTERN_GATED = True
     DOC = HandlerDoc(
         name="tar",
         vendor="generic",
@@ -86,6 +87,8 @@ class TarHandler(ContainerHandler):
         findings: list[Finding],
         ctx: UnpackContext,
     ) -> Iterator[Child]:
+        # sparse members expand holes into zeros: a few KiB of tar can declare gigabytes
+        sparse_guard = ctx.ratio_guard(len(data), "tar sparse members")
         for member in members:
             mode = member.mode
             if member.isdir():
@@ -103,6 +106,7 @@ class TarHandler(ContainerHandler):
                 if member.issparse():
 
                     def load(member: tarfile.TarInfo = member) -> bytes:
+                        sparse_guard.add(member.size)  # before the zeros are allocated
                         handle = archive.extractfile(member)
                         return handle.read(ctx.limits.max_file_bytes + 1) if handle else b""
 

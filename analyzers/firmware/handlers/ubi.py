@@ -21,6 +21,7 @@ from analyzers.firmware.handlers.base import (
 )
 from analyzers.firmware.memio import SliceReader
 from analyzers.firmware.model import Finding, Severity
+from analyzers.firmware.safety import LIMIT_FILE_SIZE, LimitExceeded
 
 UBI_MAGIC = b"UBI#"
 
@@ -76,6 +77,7 @@ def guess_peb_size(view: memoryview) -> int | None:
 class UbiHandler(ContainerHandler):
     NAME = "ubi"
     PATTERNS = (Magic(UBI_MAGIC),)
+    PATTERN_GATED = True
     DOC = HandlerDoc(
         name="UBI",
         vendor="Linux MTD",
@@ -128,12 +130,23 @@ class UbiHandler(ContainerHandler):
 
         def children() -> Iterator[Child]:
             for seq, name, vol in volumes:
-                expected = vol.block_count * image.leb_size  # the walker enforces the size limit
+                # ubi-reader fills every LEB number below the highest one it saw with 0xFF: the span
+                # comes from the (untrusted) LEB numbers, not the block count; the walker checks it
+                lebs = [block.leb_num for block in vol.get_blocks(image.blocks).values()]
+                span = (max(lebs) + 1 if lebs else 0) * image.leb_size
 
-                def load(vol: Any = vol) -> bytes:
+                def load(vol: Any = vol, span: int = span, what: str = name) -> bytes:
+                    if span > ctx.limits.max_file_bytes:  # never reached through the walker
+                        raise LimitExceeded(LIMIT_FILE_SIZE, f"UBI volume {what}: {span} bytes")
+                    guard = ctx.ratio_guard(len(view), f"UBI volume {what}")
+                    out = bytearray()
                     with quiet_ubireader():
-                        return b"".join(vol.reader(image))
+                        for leb in vol.reader(image):
+                            ctx.check_time()
+                            out += leb
+                            guard.add(len(leb))
+                    return bytes(out)
 
-                yield Child(f"image{seq}/{name}" if many else name, loader=load, size=expected)
+                yield Child(f"image{seq}/{name}" if many else name, loader=load, size=span)
 
         return HandlerResult([info], children(), findings, size=size)

@@ -4,6 +4,7 @@ data nodes with a bounded decoder per 4 KiB block (ubi-reader's own reader infla
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,8 @@ BLOCK = 4096
 _DATA_KEY_BASE = 1 << 29  # UBIFS_DATA_KEY << UBIFS_S_KEY_BLOCK_BITS
 _KINDS = {0: "file", 1: "dir", 2: "symlink", 3: "device", 4: "device", 5: "fifo", 6: "socket"}
 COMPRESSION = {0: "none", 1: "lzo", 2: "zlib", 3: "zstd"}
+_COMMON_HDR = struct.Struct("<IIQIBB2x")  # magic, crc, sqnum, len, node type, group type
+_PAD_NODE = 5
 
 
 def _block(ctype: int, raw: bytes, size: int, ctx: UnpackContext) -> bytes:
@@ -35,11 +38,14 @@ def _block(ctype: int, raw: bytes, size: int, ctx: UnpackContext) -> bytes:
     if ctype == 0:
         return raw[:size]
     if ctype == 1:
-        from lzallright import LZOCompressor
+        from lzallright import LZOCompressor, LZOError
 
         if len(raw) > 2 * BLOCK:
             raise DecompressError("UBIFS LZO node larger than a block")
-        return bytes(LZOCompressor.decompress(raw, output_size_hint=size))[:size]
+        try:
+            return bytes(LZOCompressor.decompress(raw, output_size_hint=size))[:size]
+        except LZOError as exc:
+            raise DecompressError(f"UBIFS LZO node: {exc}") from None
     if ctype == 2:
         return bounded_decompress("deflate", raw, ctx.limits, max_output=BLOCK, multi_stream=False).data
     if ctype == 3:
@@ -47,10 +53,29 @@ def _block(ctype: int, raw: bytes, size: int, ctx: UnpackContext) -> bytes:
     raise DecompressError(f"UBIFS compression {ctype} not supported")
 
 
+def master_area_terminates(view: Blob, leb_size: int) -> bool:
+    """ubi-reader steps through the two master LEBs by each node's length field (plus the pad length
+    of a valid padding node) and never ends on a length of 0; a length below 8 makes it checksum the
+    rest of the image at every step. Replay that walk here first."""
+    for lnum in (1, 2):
+        start = pos = lnum * leb_size
+        while pos < start + leb_size and pos + _COMMON_HDR.size <= len(view):
+            _magic, crc, _sqnum, length, node_type, _group = _COMMON_HDR.unpack_from(view, pos)
+            if length < 8:
+                return False
+            if node_type == _PAD_NODE and pos + 28 <= len(view):
+                valid = ~zlib.crc32(view[pos + 8 : pos + length]) & 0xFFFFFFFF == crc
+                if valid:
+                    pos += struct.unpack_from("<I", view, pos + 24)[0]
+            pos += length
+    return True
+
+
 class UbifsHandler(ContainerHandler):
     NAME = "ubifs"
     FILESYSTEM = True
     PATTERNS = (Magic(UBIFS_MAGIC),)
+    PATTERN_GATED = True
     DOC = HandlerDoc(
         name="UBIFS",
         vendor="Linux MTD",
@@ -74,6 +99,8 @@ class UbifsHandler(ContainerHandler):
         findings: list[Finding] = []
         inodes: dict[int, Any] = {}
         try:
+            if not master_area_terminates(data[:size], leb_size):
+                raise ValueError("master area node with a length below its header size")
             with quiet_ubireader():
                 from ubireader.ubifs import ubifs, walk
 
@@ -139,6 +166,7 @@ def _file_bytes(
     findings: list[Finding],
     path: str,
 ) -> bytes:
+    guard.add(length)  # before allocating: the inode size is untrusted and holes are free
     buf = bytearray(length)
     problems = 0
     for data in node.get("data", []):
@@ -159,7 +187,6 @@ def _file_bytes(
             continue
         end = min(start + len(block), length)
         buf[start:end] = block[: end - start]
-        guard.add(len(block))
     if problems:
         findings.append(
             ctx.finding("CW-UNPACK-PARTIAL", Severity.INFO, f"ubifs {path}: {problems} damaged data blocks")

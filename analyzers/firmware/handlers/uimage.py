@@ -76,6 +76,7 @@ def parse_header(data: Blob) -> dict[str, object]:
 class UImageHandler(ContainerHandler):
     NAME = "uimage"
     PATTERNS = (Magic(b"\x27\x05\x19\x56"),)
+    PATTERN_GATED = True
     DOC = HandlerDoc(
         name="U-Boot legacy image (uImage)",
         vendor="DENX U-Boot",

@@ -40,7 +40,7 @@ def classify_members(
     payload_kinds: list[str | None] = []
     entropies: list[float] = []
     for info in archive.infolist():
-        if info.is_dir():
+        if info.filename.endswith("/"):  # not is_dir(): it raises IndexError on an empty name
             continue
         base = info.filename.rsplit("/", 1)[-1]
         head = sniff(archive, info)

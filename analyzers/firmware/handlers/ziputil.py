@@ -107,7 +107,9 @@ def walk_local_headers(
         data_start = name_start + nlen + xlen
         if data_start > len(view):
             break
-        name = bytes(view[name_start : name_start + nlen]).decode("utf-8" if flags & 0x800 else "cp437")
+        raw_name = bytes(view[name_start : name_start + nlen])
+        # the UTF-8 flag is the archive's claim, not a fact: undecodable bytes are kept, never fatal
+        name = raw_name.decode("utf-8", "surrogateescape") if flags & 0x800 else raw_name.decode("cp437")
         if flags & 0x08 and csize == 0:
             if method != 8:
                 break  # size only in a trailing descriptor and not self-delimiting: stop here
@@ -209,7 +211,7 @@ def iter_members(
         if index in overlapping:
             continue
         mode = _unix_mode(info)
-        if info.is_dir():
+        if info.filename.endswith("/"):  # not is_dir(): it raises IndexError on an empty name
             yield Child(info.filename, kind="dir", mode=mode, size=0)
             continue
         if mode is not None and stat.S_ISLNK(mode) and info.file_size < 4096:

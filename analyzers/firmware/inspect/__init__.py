@@ -27,7 +27,6 @@ from .credentials import (
     is_passwd_file,
     load_weak_table,
 )
-from .crypto import inspect_crypto
 from .engine import BUILTIN_RULE_DIR, RuleHit, RuleSet, load_rules
 from .entropy import entropy_profile
 from .hashlist import load_hash_lists
@@ -71,7 +70,9 @@ class InspectionSession:
 
     # -- per member --------------------------------------------------------------------------------
 
-    def inspect_member(self, member: Member, data: bytes) -> list[Finding]:
+    def inspect_member(self, member: Member, data: bytes, hits: list[RuleHit] | None = None) -> list[Finding]:
+        """Findings for one member; `hits` are its YARA-X matches when they were computed elsewhere
+        (a helper process, see offload.py), else the rules are run here."""
         if not isinstance(data, bytes):  # YARA-X scans bytes only; accept memoryview/bytearray too
             data = bytes(data)
         path = member.path
@@ -93,7 +94,8 @@ class InspectionSession:
         findings.extend(self._path_checks(path))
         if len(data) < MIN_SCAN_BYTES:
             return findings
-        hits = self.rules.scan(data)
+        if hits is None:
+            hits = self.rules.scan(data)
         passwd_offsets: list[int] = []
         sofia_offsets: list[int] = []
         crypto_hits: list[RuleHit] = []
@@ -119,6 +121,10 @@ class InspectionSession:
         keys: list[dict[str, Any]] = []
         certs: list[dict[str, Any]] = []
         if crypto_hits:
+            # imported on first use: `cryptography` costs ~0.2 s of start-up, and most members hold
+            # no key or certificate
+            from .crypto import inspect_crypto
+
             result = inspect_crypto(path, data, crypto_hits)
             self._judge_known_keys(result.keys, result.findings, data)
             findings.extend(result.findings)

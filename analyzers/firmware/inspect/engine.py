@@ -27,6 +27,8 @@ REQUIRED_META = ("id", "severity", "vendor", "cve", "reference", "description")
 MAX_MATCHES_PER_PATTERN = 256
 SCAN_TIMEOUT_SECONDS = 60
 
+RawHits = list[tuple[str, str, list[tuple[str, int, int]]]]  # (namespace, rule, [(pattern, off, len)])
+
 
 @dataclass(frozen=True, slots=True)
 class RuleMeta:
@@ -131,25 +133,46 @@ class RuleSet:
         # a Scanner is not thread-safe; one per thread, reused across members
         scanner = getattr(self._local, "scanner", None)
         if scanner is None:
-            scanner = yara_x.Scanner(self.rules)
-            scanner.max_matches_per_pattern(MAX_MATCHES_PER_PATTERN)
-            scanner.set_timeout(SCAN_TIMEOUT_SECONDS)
+            scanner = new_scanner(self.rules)
             self._local.scanner = scanner
         return scanner
 
     def scan(self, data: bytes) -> list[RuleHit]:
-        results = self._scanner().scan(data)
+        return self.hits_from_raw(self.scan_raw(data))
+
+    def scan_raw(self, data: bytes) -> RawHits:
+        return raw_matches(self._scanner(), data)
+
+    def hits_from_raw(self, raw: RawHits) -> list[RuleHit]:
         hits: list[RuleHit] = []
-        for rule in results.matching_rules:
-            meta = self.meta.get((rule.namespace, rule.identifier))
+        for namespace, identifier, matches in raw:
+            meta = self.meta.get((namespace, identifier))
             if meta is None:  # pragma: no cover - every compiled rule was indexed
                 continue
-            hit = RuleHit(meta)
-            for pattern in rule.patterns:
-                for m in pattern.matches:
-                    hit.matches.append((pattern.identifier, m.offset, m.length))
-            hits.append(hit)
+            hits.append(RuleHit(meta, list(matches)))
         return hits
+
+
+def new_scanner(rules: yara_x.Rules) -> yara_x.Scanner:
+    """A scanner with camwatch's per-scan bounds."""
+    scanner = yara_x.Scanner(rules)
+    scanner.max_matches_per_pattern(MAX_MATCHES_PER_PATTERN)
+    scanner.set_timeout(SCAN_TIMEOUT_SECONDS)
+    return scanner
+
+
+def raw_matches(scanner: yara_x.Scanner, data: bytes) -> RawHits:
+    """Matches as plain tuples (namespace, rule, [(pattern, offset, length)]), cheap to send from
+    a helper process (offload.py); RuleSet.hits_from_raw turns them into RuleHits."""
+    results = scanner.scan(data)
+    return [
+        (
+            rule.namespace,
+            rule.identifier,
+            [(pattern.identifier, m.offset, m.length) for pattern in rule.patterns for m in pattern.matches],
+        )
+        for rule in results.matching_rules
+    ]
 
 
 def rule_files(dirs: list[Path]) -> list[Path]:
