@@ -24,9 +24,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from netns import namespace, sh
 
 REPO = Path(__file__).resolve().parents[1]
 PCAP = REPO / "bench" / "out" / "camera_mix_1000000.pcap"
@@ -46,34 +47,6 @@ class Step:
     captured: int
     kernel_drops: int
     queue_drops: int
-
-
-def sh(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-@contextlib.contextmanager
-def namespace() -> Iterator[tuple[str, str, str]]:
-    tag = uuid.uuid4().hex[:6]
-    ns, tx, rx = f"cwbench-{tag}", f"cwb{tag}a", f"cwb{tag}b"
-    res = sh(["ip", "netns", "add", ns])
-    if res.returncode != 0:
-        raise SystemExit(f"cannot create a network namespace: {res.stderr.strip()}")
-    try:
-        for cmd in (
-            ["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
-            ["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
-            ["ip", "-n", ns, "link", "add", tx, "type", "veth", "peer", "name", rx],
-            ["ip", "-n", ns, "link", "set", tx, "up"],
-            ["ip", "-n", ns, "link", "set", rx, "up"],
-            ["ip", "-n", ns, "link", "set", "lo", "up"],
-        ):
-            res = sh(cmd)
-            if res.returncode != 0:
-                raise SystemExit(f"{' '.join(cmd)}: {res.stderr.strip()}")
-        yield ns, tx, rx
-    finally:
-        sh(["ip", "netns", "del", ns])
 
 
 def scrape(ns: str, url: str) -> str:
@@ -105,7 +78,7 @@ def tcpreplay(ns: str, tx: str, rate: int | None, limit: int) -> tuple[int, floa
 
 def run_workers(workers: int, rates: list[int | None], limit: int) -> list[Step]:
     steps: list[Step] = []
-    with namespace() as (ns, tx, rx), tempfile.TemporaryDirectory(prefix="camwatch-bench-") as tmp:
+    with namespace("cwbench") as (ns, tx, rx), tempfile.TemporaryDirectory(prefix="camwatch-bench-") as tmp:
         port = 19000 + uuid.uuid4().int % 900
         url = f"http://127.0.0.1:{port}"
         log = Path(tmp) / "daemon.log"

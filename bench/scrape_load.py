@@ -31,10 +31,11 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from netns import namespace, sh
 
 REPO = Path(__file__).resolve().parents[1]
 CAMWATCH = str(Path(sys.executable).with_name("camwatch"))
@@ -139,33 +140,6 @@ def run_clients(url: str, clients: int, seconds: float) -> dict[str, Any]:
 # --------------------------------------------------------------------------- orchestration
 
 
-def sh(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-@contextlib.contextmanager
-def namespace() -> Iterator[tuple[str, str, str]]:
-    tag = uuid.uuid4().hex[:6]
-    ns, tx, rx = f"cwscrape-{tag}", f"cws{tag}a", f"cws{tag}b"
-    res = sh(["ip", "netns", "add", ns])
-    if res.returncode != 0:
-        raise SystemExit(f"cannot create a network namespace: {res.stderr.strip()}")
-    try:
-        for cmd in (
-            ["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
-            ["ip", "-n", ns, "link", "add", tx, "type", "veth", "peer", "name", rx],
-            ["ip", "-n", ns, "link", "set", tx, "up"],
-            ["ip", "-n", ns, "link", "set", rx, "up"],
-            ["ip", "-n", ns, "link", "set", "lo", "up"],
-        ):
-            res = sh(cmd)
-            if res.returncode != 0:
-                raise SystemExit(f"{' '.join(cmd)}: {res.stderr.strip()}")
-        yield ns, tx, rx
-    finally:
-        sh(["ip", "netns", "del", ns])
-
-
 def processed(ns: str, url: str) -> int:
     code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).read().decode())"
     body = sh(["ip", "netns", "exec", ns, sys.executable, "-c", code], timeout=30).stdout
@@ -182,7 +156,7 @@ def clients_in_ns(ns: str, url: str, clients: int, seconds: float) -> dict[str, 
 
 
 def measure(clients: int, seconds: float, pcap: Path) -> dict[str, Any]:
-    with namespace() as (ns, tx, rx), tempfile.TemporaryDirectory(prefix="camwatch-scrape-") as tmp:
+    with namespace("cwscrape") as (ns, tx, rx), tempfile.TemporaryDirectory(prefix="camwatch-scrape-") as tmp:
         port = 19000 + uuid.uuid4().int % 900
         url = f"http://127.0.0.1:{port}/metrics"
         log = Path(tmp) / "daemon.log"
