@@ -281,6 +281,18 @@ def open_sources(cfg: Config, backend: str, ring_mb: int) -> list[Source]:
     return sources
 
 
+def start_metrics(engine: Any, ready: Any) -> Any:
+    """Start the /metrics server of a daemon; a busy or foreign address is a configuration error."""
+    from agent.metrics import MetricsServer
+
+    server = MetricsServer(engine.config.metrics_listen, engine.registry(), ready=ready)
+    try:
+        server.start()
+    except CamwatchError as exc:
+        raise UsageError(f"{engine.config.describe('metrics.listen')}: {exc}") from None
+    return server
+
+
 class Daemon:
     """The capture loop; owns the engine, the sources and the metrics server."""
 
@@ -314,14 +326,8 @@ class Daemon:
         self.reload_requested = True
 
     def run(self) -> int:
-        from agent.metrics import MetricsServer
-
         engine = self.engine
-        server = MetricsServer(engine.config.metrics_listen, engine.registry(), ready=self.ready)
-        try:
-            server.start()
-        except CamwatchError as exc:  # a busy or foreign address is a configuration error
-            raise UsageError(f"{engine.config.describe('metrics.listen')}: {exc}") from None
+        server = start_metrics(engine, self.ready)
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         previous = {
             sig: signal.signal(sig, handler)

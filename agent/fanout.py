@@ -50,8 +50,9 @@ from agent.daemon import (
     Source,
     drop_privileges,
     log,
+    start_metrics,
 )
-from agent.errors import CamwatchError, UsageError
+from agent.errors import UsageError
 from agent.model import Flow, Packet
 from agent.pipeline import Pipeline
 from agent.stats import Counters
@@ -550,14 +551,8 @@ class FanoutDaemon(Daemon):
         self.pipeline: ParentPipeline = engine.pipeline
 
     def run(self) -> int:
-        from agent.metrics import MetricsServer
-
         engine = self.engine
-        server = MetricsServer(engine.config.metrics_listen, engine.registry(), ready=self.ready)
-        try:
-            server.start()
-        except CamwatchError as exc:  # a busy or foreign address is a configuration error
-            raise UsageError(f"{engine.config.describe('metrics.listen')}: {exc}") from None
+        server = start_metrics(engine, self.ready)
         previous = {
             sig: signal.signal(sig, handler)
             for sig, handler in (
