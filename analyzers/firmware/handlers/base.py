@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,6 +23,23 @@ from typing import Any, ClassVar
 
 from analyzers.firmware.model import ContainerInfo, Finding, Limits, Severity
 from analyzers.firmware.safety import Budget, Decompressed, RatioGuard, bounded_decompress
+
+# POSIX file type bits (cpio, jffs2, ... store st_mode) -> Child.kind; anything unknown is a file.
+_KIND_BY_FORMAT = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "dir",
+    stat.S_IFLNK: "symlink",
+    stat.S_IFCHR: "device",
+    stat.S_IFBLK: "device",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+}
+
+
+def kind_of_mode(mode: int) -> str:
+    """The `Child.kind` of a member whose st_mode is `mode`."""
+    return _KIND_BY_FORMAT.get(stat.S_IFMT(mode), "file")
+
 
 Blob = bytes | memoryview
 

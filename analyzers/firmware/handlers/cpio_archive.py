@@ -4,7 +4,6 @@ Linux initramfs images (which may be several archives back to back; each is foun
 from __future__ import annotations
 
 import re
-import stat
 from collections.abc import Iterator
 
 from analyzers.firmware.handlers.base import (
@@ -16,6 +15,7 @@ from analyzers.firmware.handlers.base import (
     Magic,
     NotMyFormat,
     UnpackContext,
+    kind_of_mode,
 )
 from analyzers.firmware.model import Severity
 
@@ -114,7 +114,7 @@ class CpioHandler(ContainerHandler):
     def _children(entries: list[tuple[str, int, int, int]], data: memoryview) -> Iterator[Child]:
         for name, mode, start, size in entries:
             body: Blob = data[start : start + size]
-            kind = _kind(mode)
+            kind = kind_of_mode(mode)
             if name in (".", ""):
                 continue
             if kind == "symlink":
@@ -124,16 +124,3 @@ class CpioHandler(ContainerHandler):
                 yield Child(name, data=body, size=size, mode=mode)
             else:
                 yield Child(name, kind=kind, mode=mode, size=0)
-
-
-def _kind(mode: int) -> str:
-    fmt = stat.S_IFMT(mode)
-    return {
-        stat.S_IFREG: "file",
-        stat.S_IFDIR: "dir",
-        stat.S_IFLNK: "symlink",
-        stat.S_IFCHR: "device",
-        stat.S_IFBLK: "device",
-        stat.S_IFIFO: "fifo",
-        stat.S_IFSOCK: "socket",
-    }.get(fmt, "file")

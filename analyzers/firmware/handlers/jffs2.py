@@ -5,7 +5,6 @@ replayed by version, and every data node is decompressed with a bound of its dec
 from __future__ import annotations
 
 import lzma
-import stat
 import struct
 import zlib
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from analyzers.firmware.handlers.base import (
     Magic,
     NotMyFormat,
     UnpackContext,
+    kind_of_mode,
 )
 from analyzers.firmware.model import Finding, Severity
 from analyzers.firmware.safety import DecompressError, bounded_decompress
@@ -286,7 +286,7 @@ class Jffs2Handler(ContainerHandler):
                 mode = entry.mode if entry else None
                 kind = _DT_KINDS.get(dirent.dtype, "file")
                 if entry is not None and mode:
-                    kind = _mode_kind(mode)
+                    kind = kind_of_mode(mode)
                 if kind == "dir":
                     yield Child(path, kind="dir", mode=mode, size=0)
                     if dirent.ino not in seen:
@@ -321,16 +321,3 @@ class Jffs2Handler(ContainerHandler):
                     yield Child(path, loader=load, size=entry.isize, mode=mode)
                 else:
                     yield Child(path, kind=kind, mode=mode, size=0)
-
-
-def _mode_kind(mode: int) -> str:
-    fmt = stat.S_IFMT(mode)
-    return {
-        stat.S_IFDIR: "dir",
-        stat.S_IFREG: "file",
-        stat.S_IFLNK: "symlink",
-        stat.S_IFCHR: "device",
-        stat.S_IFBLK: "device",
-        stat.S_IFIFO: "fifo",
-        stat.S_IFSOCK: "socket",
-    }.get(fmt, "file")
