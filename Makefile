@@ -8,9 +8,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
 # Needed to run camwatch itself: tshark/dumpcap (pyshark oracle and capture helper),
-# binwalk (signature carving), tcpdump/libpcap (alternative capture backend).
+# binwalk (signature carving), tcpdump/libpcap (alternative capture backend), gcc to build the
+# compiled pcap record walk (agent/capture/recwalk.c; without it a pure-Python walk is used).
 RUN_DEBS  := tshark binwalk libpcap0.8 tcpdump squashfs-tools mtd-utils cpio zstd xz-utils lzop \
-             libcap2-bin iproute2
+             libcap2-bin iproute2 gcc libc6-dev
 # Needed by the test-suite: a real Prometheus and promtool, the filesystem and image builders used
 # for firmware fixtures, tcpreplay for live-capture tests, Chromium for the HTML report test.
 TEST_DEBS := prometheus u-boot-tools genromfs tcpreplay chromium util-linux systemd
@@ -34,10 +35,11 @@ sysdeps-run:
 sysdeps-test:
 	@sh deploy/scripts/ensure-debs.sh --required $(TEST_DEBS)
 
-$(VENV)/.stamp-run: pyproject.toml
+$(VENV)/.stamp-run: pyproject.toml agent/capture/recwalk.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e .
+	$(PY) -m agent.capture.native build
 	touch $@
 
 $(VENV)/.stamp-test: pyproject.toml $(VENV)/.stamp-run

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import sys
 import zlib
 from collections.abc import Generator, Iterator
 from io import BufferedReader
@@ -40,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.capture.native import pcap_walk
 from agent.errors import CaptureError
 from agent.vectordecode import record_headers
 
@@ -572,27 +574,36 @@ class _PcapParser:
         return f"truncated record: header says {need - hlen} bytes, {have - hlen} left"
 
     def parse(self, buf: bytes, base: int, pos: int) -> _ParseResult:
-        # Only the record boundaries are found in Python (one caplen read per record: they chain);
-        # the header fields are then gathered for the whole batch at once with NumPy.
+        # Record boundaries chain (each caplen gives the next offset), so they are walked one by one:
+        # in C when agent/capture/native.py could load it (headers gathered on the way), else in
+        # Python, with the header fields then gathered for the whole batch at once with NumPy.
         caplen_at, hlen, div, linktype = self.caplen_at, self.hlen, self.div, self.linktype
         max_records = self.max_records
         end = len(buf)
+        native = pcap_walk if type(buf) is bytes else None
+        swap = self.little != (sys.byteorder == "little")
         while True:
-            positions: list[int] = []
-            add = positions.append
-            try:
-                for _ in range(max_records):
-                    nxt = pos + hlen + caplen_at(buf, pos + 8)[0]
-                    if nxt > end:
-                        break
-                    add(pos)
-                    pos = nxt
-            except struct.error:
-                pass  # fewer than 12 bytes left: the header continues in the next chunk
-            if positions:
-                ts, offsets, caplens, origlens = record_headers(
-                    buf, np.array(positions, dtype=np.int64), self.little, hlen, div
-                )
+            if native is not None:
+                (offsets, ts, caplens, origlens), pos = native(buf, end, pos, hlen, swap, div, max_records)
+                count = len(offsets)
+            else:
+                positions: list[int] = []
+                add = positions.append
+                try:
+                    for _ in range(max_records):
+                        nxt = pos + hlen + caplen_at(buf, pos + 8)[0]
+                        if nxt > end:
+                            break
+                        add(pos)
+                        pos = nxt
+                except struct.error:
+                    pass  # fewer than 12 bytes left: the header continues in the next chunk
+                count = len(positions)
+                if count:
+                    ts, offsets, caplens, origlens = record_headers(
+                        buf, np.array(positions, dtype=np.int64), self.little, hlen, div
+                    )
+            if count:
                 # Checked per batch (C speed) rather than per record; see MAX_CAPLEN.
                 if int(caplens.max()) > MAX_CAPLEN:
                     bad = int(np.argmax(caplens > MAX_CAPLEN))
@@ -600,9 +611,10 @@ class _PcapParser:
                         yield RecordBatch.from_arrays(
                             buf, linktype, 0, ts[:bad], offsets[:bad], caplens[:bad], origlens[:bad], base
                         )
-                    raise self.reader._damage(base + positions[bad], _impossible_caplen(int(caplens[bad])))
+                    at = base + int(offsets[bad]) - hlen
+                    raise self.reader._damage(at, _impossible_caplen(int(caplens[bad])))
                 yield RecordBatch.from_arrays(buf, linktype, 0, ts, offsets, caplens, origlens, base)
-                if len(positions) == max_records:
+                if count == max_records:
                     continue
             # The record at `pos` is incomplete in this buffer.
             if end - pos < hlen:

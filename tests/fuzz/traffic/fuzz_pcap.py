@@ -1,16 +1,32 @@
 """Classic pcap reader (agent/capture/pcapfile.py): every magic / byte order, gzip, record walking,
-chunk bridging. Bad input may only end in a one-line CaptureError, after the records before it."""
+chunk bridging. Bad input may only end in a one-line CaptureError, after the records before it.
+When the compiled record walk (agent/capture/recwalk.c) is built, every input is also read with the
+pure-Python walk: both must give the same records, time stamps and error, exactly."""
 
 from __future__ import annotations
 
 import gzip
 import struct
 
-from tests.fuzz.traffic.common import fuzz_capture, pcap_bytes, sample_frames
+import agent.capture.pcapfile as pcapfile
+from agent.capture import native
+from tests.fuzz.traffic.common import as_file, fuzz_capture, pcap_bytes, read_capture, sample_frames
 
 MAX_LEN = 16384
 
-fuzz_one = fuzz_capture
+
+def fuzz_one(data: bytes) -> None:
+    fuzz_capture(data)  # reads with the compiled walk when it is built
+    if native.pcap_walk is None:
+        return
+    path = as_file(data)
+    compiled = read_capture(path, 1 << 20, 4096)
+    pcapfile.pcap_walk = None
+    try:
+        python = read_capture(path, 1 << 20, 4096)
+    finally:
+        pcapfile.pcap_walk = native.pcap_walk
+    assert compiled == python, f"compiled and Python record walks differ: {compiled[1]} vs {python[1]}"
 
 
 def seeds() -> list[bytes]:
