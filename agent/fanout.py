@@ -350,10 +350,9 @@ def _worker_main(
                 stopping = True
             elif msg[0] == "sync":
                 for key, followed, upto in msg[1]:
-                    entry = by_key.get(key)
-                    if entry is None:
+                    flow = by_key.get(key)
+                    if flow is None:
                         continue
-                    flow = entry[0]
                     if followed:
                         flow.followers = [forward]
                     elif sink.provisional.get(key, -1) <= upto:

@@ -549,8 +549,8 @@ class Pipeline:
                 key = (vlan, proto, sip, itype, dip, itype)
             else:
                 key = (vlan, proto, sip, sport, dip, dport)
-            entry = by_key.get(key)
-            if entry is None:
+            found = by_key.get(key)
+            if found is None:
                 flow, forward = self._new_flow(
                     key,
                     ts,
@@ -568,7 +568,7 @@ class Pipeline:
                     self._match_expected(flow)
                 fresh = True
             else:
-                flow, forward = entry
+                flow, forward = found, key == found.key
                 fresh = False
                 if by_flow is not None and flow in by_flow:
                     # Bring the count-only packets before this one into the flow's counters.
@@ -780,11 +780,11 @@ class Pipeline:
                 data[b + 30 : b + 34],
                 dport,
             )
-            entry = by_key.get(key)
-            if entry is None:
+            flow = by_key.get(key)
+            if flow is None:
                 new_groups += 1
                 continue
-            flow, forward = entry
+            forward = key == flow.key
             if flow.followers is not None:
                 continue
             if proto == PROTO_UDP:
@@ -796,7 +796,7 @@ class Pipeline:
                     continue
                 limit = max_tcp
             boring[g] = True
-            entries[g] = entry
+            entries[g] = (flow, forward)
             if (flow.payload_pkts_toserver if forward else flow.payload_pkts_toclient) < limit:
                 unsaturated[g] = True
         # A new flow can evict the oldest one when the table is full; that flow might be one being
