@@ -5,36 +5,57 @@ transport slicing, the flow table with its timers, dispatch and every registered
 Input: byte 0 picks the link type; then records of [time step u8][length u16][frame bytes]. A
 well-formed pcap must replay without a CaptureError and every event must be one valid JSON line.
 
-Building an Engine costs ~0.1 s (rule files), so one is built per process; each input then runs
-on fresh per-session state (flow table, inventory, passive DNS, counters, analyzer runtime state
-copied from pristine analyzers that share only the immutable rules), and everything the input
-wrote to the state store is rolled back, so an input's outcome does not depend on earlier ones.
+Building an Engine costs ~0.1 s (rule files), so one is built per process. Each input then starts
+from state equal to a fresh session's: the whole object graph of the engine (flow table, inventory,
+passive DNS, counters, policy, event writer, analyzer runtime state) is put back in place to the
+values it had right after set-up (tests/fuzz/traffic/session_state.py; only the loaded rules and
+the state store are kept as they are), and everything the input wrote to the state store is rolled
+back, so an input's outcome does not depend on earlier ones (tests/unit/test_fuzz_pipeline_isolation.py).
 """
 
 from __future__ import annotations
 
 import atexit
-import copy
+import gc
 import io
 import json
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from agent.config import Config
 from agent.engine import Engine
-from agent.events import EventWriter
-from agent.pipeline import Pipeline
-from agent.stats import Counters
 from tests.fuzz.traffic.common import ByteReader, as_file, pcap_bytes, sample_frames
+from tests.fuzz.traffic.session_state import SessionSnapshot
 
 MAX_LEN = 16384
 TIMEOUT_S = 20
 MAX_FRAMES = 64
 LINKTYPES = (1, 101, 113, 276, 228, 229, 0, 1)  # Ethernet, raw IP, SLL, SLL2, raw v4, raw v6, null
-# Analyzer attributes holding rules loaded at setup (immutable during a session): shared, not copied.
+# Attributes holding rules loaded at set-up (never changed by a session): shared, not reset. The
+# isolation test checks that claim by fingerprinting them before and after many inputs.
 SHARED_ATTRIBUTES = frozenset(
-    {"ctx", "store", "rules", "hashes", "sigs", "creds", "services", "signatures", "by_proto", "worker"}
+    {
+        "config",
+        "catalogue",
+        "geo",
+        "store",
+        "dispatch",
+        "known_rules",
+        "_local_nets",
+        "rules",
+        "hashes",
+        "sigs",
+        "creds",
+        "services",
+        "signatures",
+        "by_proto",
+        "worker",
+        "defaults",
+        "paths",
+    }
 )
 
 _state_dir = Path(tempfile.mkdtemp(prefix="camwatch-fuzz-pipeline-"))
@@ -44,10 +65,8 @@ _config.state_dir = _state_dir
 _config.analyzer_options = {"updates": {"scan": False}}  # no firmware worker processes
 _events = io.StringIO()
 ENGINE = Engine(_config, events=_events)
-PRISTINE = list(ENGINE.analyzers)
-# Set up by the analyzers (known brand / maker labels) and loaded from the empty store: copied per input.
-PRISTINE_INVENTORY = copy.deepcopy(ENGINE.inventory, {id(ENGINE.catalogue): ENGINE.catalogue})
-PRISTINE_DNS = copy.deepcopy(ENGINE.dns)
+# The agent counts and logs an analyzer's exception and goes on; here it must surface as a crash.
+ENGINE.pipeline.isolate_analyzers = False
 
 
 def _discard_writes() -> None:
@@ -58,36 +77,21 @@ def _discard_writes() -> None:
 
 
 ENGINE.commit = _discard_writes  # type: ignore[method-assign]
+PRISTINE = SessionSnapshot([ENGINE], shared_names=SHARED_ATTRIBUTES)
+if "atheris" in sys.modules:
+    # Under the fuzzer only: the ~40k long-lived objects (rules, modules, the pristine session)
+    # leave the collector's generations, so collections walk only what an input allocated.
+    gc.freeze()
 
 
 def _fresh_session() -> None:
-    engine = ENGINE
-    engine.counters = Counters()
-    engine.inventory = copy.deepcopy(PRISTINE_INVENTORY, {id(engine.catalogue): engine.catalogue})
-    engine.dns = copy.deepcopy(PRISTINE_DNS)
+    # An input that crashed mid-way left its transaction open (the regression test goes on).
+    _discard_writes()
+    PRISTINE.restore()
     _events.seek(0)
     _events.truncate()
-    engine.writer = EventWriter(_events)
-    engine.alerts_by_severity.clear()
-    engine.unexpected.clear()
-    analyzers = []
-    for pristine in PRISTINE:
-        memo = {id(engine): engine}
-        for name in SHARED_ATTRIBUTES:
-            value = getattr(pristine, name, None)
-            if value is not None:
-                memo[id(value)] = value
-        analyzers.append(copy.deepcopy(pristine, memo))
-    engine.analyzers = analyzers
-    engine.pipeline = Pipeline(
-        analyzers,
-        engine.counters,
-        idle_timeout=_config.flow_idle_timeout,
-        active_timeout=_config.flow_active_timeout,
-        max_flows=_config.max_flows,
-    )
-    # The agent counts and logs an analyzer's exception and goes on; here it must surface as a crash.
-    engine.pipeline.isolate_analyzers = False
+    # A fresh engine's commit clock starts now: no periodic commit falls inside a short input.
+    ENGINE._last_commit = time.monotonic()
 
 
 def _frames(data: bytes) -> tuple[int, list[tuple[float, bytes]]]:
