@@ -412,7 +412,8 @@ class SafeWriter:
                     raise ExtractRefused(f"{relpath}: existing symlink or directory in the way") from None
                 raise
             try:
-                real = os.path.realpath(f"/proc/self/fd/{fd}")
+                # where the kernel says the open file is (realpath would lstat every component again)
+                real = os.readlink(f"/proc/self/fd/{fd}")
                 if not self._inside(real):
                     raise ExtractRefused(f"{relpath}: resolves outside the extraction directory")
                 if not stat.S_ISREG(os.fstat(fd).st_mode):

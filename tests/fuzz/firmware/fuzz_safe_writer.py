@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 
 from analyzers.firmware.handlers.base import Child
-from analyzers.firmware.safety import SafeWriter, link_escapes, safe_relpath
-from tests.fuzz.firmware.harness import assert_contained, private_dir, write_child
+from analyzers.firmware.safety import link_escapes, safe_relpath
+from tests.fuzz.firmware.harness import assert_contained, extraction_area, write_child
 
 MAX_LEN = 4096
 _KINDS = {ord("f"): "file", ord("d"): "dir", ord("l"): "symlink", ord("h"): "hardlink"}
@@ -32,11 +32,9 @@ def parse(data: bytes) -> list[Child]:
 
 
 def fuzz_one(data: bytes) -> None:
-    with private_dir() as work:
+    with extraction_area("outside") as area:
+        work, root, writer = area.work, area.root, area.writer
         outside = work / "outside"
-        outside.mkdir()
-        root = work / "x"
-        writer = SafeWriter(root)
         # a planted escape hatch: a symlink to `outside` inside the root, as an earlier member could leave
         os.symlink(outside, root / "planted")
         for child in parse(data):
