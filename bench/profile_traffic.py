@@ -34,7 +34,8 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("vectorised path: plan (flow-key grouping, np.unique) and bulk counting", ("Pipeline._plan", "_Span.")),
     ("reader: pcap record headers gathered with NumPy", ("record_headers",)),
     ("reader: file read()", ("CaptureReader._read",)),
-    ("reader: record boundary walk (Python loop)", ("_PcapParser.parse",)),
+    ("reader: compiled record walk + header gather (recwalk.c via ctypes)", ("walk",)),
+    ("reader: record boundary walk (Python loop; when recwalk.c is not built)", ("_PcapParser.parse",)),
     ("other replay work (batch set-up, store commits, event flushes)", ("Engine.replay",)),
 ]
 
