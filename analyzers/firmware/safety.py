@@ -11,6 +11,7 @@ import bz2
 import contextlib
 import errno
 import hashlib
+import importlib
 import lzma
 import os
 import posixpath
@@ -25,6 +26,13 @@ from typing import Any
 import zstandard
 
 from analyzers.firmware.model import Limits
+
+_fast_zlib: Any
+try:  # ISA-L inflates the same deflate streams about 2.5x faster than zlib
+    _fast_zlib = importlib.import_module("isal.isal_zlib")
+except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
+    _fast_zlib = zlib
+_FAST_ZLIB_ERRORS: tuple[type[Exception], ...] = (_fast_zlib.error, zlib.error)
 
 MiB = 1024 * 1024
 MAX_NAME_CHARS = 4096  # PATH_MAX: no real device holds a longer path; longer names are shortened
@@ -163,6 +171,18 @@ def _new_decoder(kind: str) -> Any:
 
 
 _MAGIC_OF_NEXT_MEMBER = {"gzip": b"\x1f\x8b", "xz": b"\xfd7zXZ\x00", "bzip2": b"BZh"}
+
+
+def inflate_intact(data: bytes | memoryview, cap: int) -> bytes | None:
+    """One zlib stream in a single call bounded to `cap` + 1 bytes of output: the output when the
+    stream is intact and ends within `cap`, else None (overflow, truncation or corruption), so that
+    the caller can take `bounded_decompress` for the exact report."""
+    decoder = _fast_zlib.decompressobj()
+    try:
+        out = decoder.decompress(data, cap + 1)
+    except _FAST_ZLIB_ERRORS:
+        return None
+    return out if decoder.eof and len(out) <= cap else None
 
 
 def bounded_decompress(

@@ -10,7 +10,6 @@ import os
 import re
 import stat
 import struct
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,13 @@ from analyzers.firmware.handlers.base import (
 )
 from analyzers.firmware.handlers.dissectfs import entry_child
 from analyzers.firmware.model import Finding, Limits, Severity
-from analyzers.firmware.safety import RATIO_FLOOR, DecompressError, LimitExceeded, bounded_decompress
+from analyzers.firmware.safety import (
+    RATIO_FLOOR,
+    DecompressError,
+    LimitExceeded,
+    bounded_decompress,
+    inflate_intact,
+)
 
 COMPRESSION = {1: "gzip", 2: "lzma", 3: "lzo", 4: "xz", 5: "lz4", 6: "zstd"}
 _STREAM_KIND = {1: "zlib", 2: "lzma", 4: "xz", 6: "zstd"}
@@ -96,12 +101,8 @@ class _BoundedCompression:
         if self.comp_id == 1 and self.cap <= RATIO_FLOOR:
             # one bounded zlib call (max_length one past the cap) settles an intact block; anything
             # else (overflow, truncated, corrupt) goes through bounded_decompress for its exact report
-            decoder = zlib.decompressobj()
-            try:
-                out = decoder.decompress(data, self.cap + 1)
-            except zlib.error:
-                out = None
-            if out is not None and decoder.eof and len(out) <= self.cap:
+            out = inflate_intact(data, self.cap)
+            if out is not None:
                 return out
         kind = _STREAM_KIND.get(self.comp_id)
         if kind is not None:
