@@ -109,9 +109,10 @@ def scan_image(
         report.error = f"{path}: cannot read image: {reason}"
         return report
     report.size = len(image)
-    report.sha256 = hashlib.sha256(image).hexdigest()
-    # helpers start on the image's TLSH (the largest single job) while the rules are compiled
+    # helpers start on the image's TLSH (the largest single job) while this process hashes the
+    # image and compiles the rules
     offload = _start_offload(options, image)
+    report.sha256 = hashlib.sha256(image).hexdigest()
     try:
         _scan_loaded(report, image, path, options, extract_name, offload)
     finally:

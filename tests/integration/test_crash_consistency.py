@@ -30,8 +30,11 @@ from tests.conftest import require_tool
 from tests.integration import test_live_capture as live
 from tests.integration.test_live_capture import CAMWATCH, SAMPLE, SAMPLE_PACKETS, Netns, daemon, wait_until
 
-BIG_PACKETS = 200_000  # one pass takes about 1.5 s; the replay gets the file PASSES times
-PASSES = 40  # far longer than the 5 s commit interval, so the kill always lands mid-run
+BIG_PACKETS = 200_000  # one pass takes 0.1-1.5 s (machine, compiled record walk or not)
+# The replay gets the file PASSES times: at least 40 s of work even on a fast machine, far longer
+# than the 5 s commit interval, so the kill always lands mid-run (it comes right after the first
+# commit, so a slow machine does not make the test longer).
+PASSES = 400
 WAIT = 60.0  # seconds: upper bound of every wait below
 
 netns = live.netns
