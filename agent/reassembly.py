@@ -14,6 +14,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+import dpkt
+
 if TYPE_CHECKING:
     from agent.model import Flow, Packet
 
@@ -516,6 +518,10 @@ def tcp_segment(pkt: Packet) -> tuple[int, int, memoryview]:
                 break
     if t < 0 or t + 20 > flen or t + ((f[t + 12] >> 4) << 2) != pay:
         tcp = pkt.l3().data
+        if not isinstance(tcp, dpkt.tcp.TCP):
+            # dpkt could not make a TCP header of it either (cut short, or a bogus IP header
+            # length): no sequence number to place it by, so no data and no flags
+            return 0, 0, memoryview(b"")
         return tcp.seq, tcp.flags, memoryview(bytes(tcp.data))
     seq = _U32.unpack_from(f, t + 4)[0]
     return seq, f[t + 13], f[pay : max(pay, ip_end)]

@@ -413,11 +413,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "out" / "fuzz"))
     parser.add_argument("--regressions", default=str(FUZZ_DIR / "regressions"))
     parser.add_argument("--list", action="store_true", help="list the targets and exit")
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the last run of each target in OUT/results.json as a Markdown table and exit",
+    )
     return parser.parse_args(argv)
+
+
+def markdown_table(entries: list[dict]) -> str:
+    """The results.json entries as the Markdown table kept in docs/reliability.md."""
+    lines = [
+        "| Target | Executions | exec/s | Seconds | Coverage (cov / ft) | Corpus | Peak RSS | "
+        "Crashes / hangs / OOM | Finished |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for e in entries:
+        cov = f"{e.get('coverage') or '-'} / {e.get('features') or '-'}"
+        rss = f"{e['peak_rss_mb']} MB" if e.get("peak_rss_mb") else "-"
+        lines.append(
+            f"| `{e['area']}/{e['target']}` | {e['executions']:,} | {e['exec_per_s']:,.0f} | "
+            f"{e['seconds']:,.0f} | {cov} | {e.get('corpus', 0):,} | {rss} | "
+            f"{e['crashes']} / {e['timeouts']} / {e['ooms']} | {e.get('finished_at', '')[:16]} |"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.markdown:
+        results = Path(args.out) / "results.json"
+        if not results.is_file():
+            print(f"{results}: no fuzz results yet (run the targets first)", file=sys.stderr)
+            return 2
+        print(markdown_table(json.loads(results.read_text())))
+        return 0
     targets = discover_targets(args.area, args.only)
     if args.list:
         for target in targets:
