@@ -335,7 +335,9 @@ def safe_relpath(raw: str | bytes, *, flat: bool = False) -> SafeName:
         # keeps shortened names distinct
         problems.append(f"name longer than {MAX_NAME_CHARS} characters")
         digest = hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]  # noqa: S324
-        path = f"{path[: MAX_NAME_CHARS - 64].rstrip('/')}/__long_{digest}"
+        # the cut may end inside a component: one left as '.' or '..' (from '..x') must not survive
+        head = [part for part in path[: MAX_NAME_CHARS - 64].split("/") if part not in ("", ".", "..")]
+        path = "/".join([*head, f"__long_{digest}"])
     return SafeName(path, "; ".join(problems) or None)
 
 

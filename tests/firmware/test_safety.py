@@ -21,6 +21,7 @@ import pytest
 
 from analyzers.firmware.model import ImageReport, Limits
 from analyzers.firmware.safety import (
+    MAX_NAME_CHARS,
     Budget,
     DecompressError,
     ExtractRefused,
@@ -72,6 +73,18 @@ def test_safe_relpath(raw: str | bytes, safe: str, problem: str | None) -> None:
     else:
         assert result.problem is not None and problem in result.problem
     assert not result.path.startswith("/") and ".." not in result.path.split("/")
+
+
+@pytest.mark.parametrize("fill", [4029, 4030, 4031])
+def test_shortened_long_names_keep_only_ordinary_components(fill: int) -> None:
+    # the cut at MAX_NAME_CHARS - 64 lands on '..x' so that '..' or '.' is all that is left of it
+    # (found by fuzz_zip: 'bin/..busybox' cut to 'bin/..')
+    raw = "b" * fill + "/..x" + "/c" * 200
+    safe = safe_relpath(raw)
+    parts = safe.path.split("/")
+    assert not {"", ".", ".."} & set(parts), safe.path
+    assert parts[0] == "b" * fill and parts[-1].startswith("__long_")
+    assert len(safe.path) <= MAX_NAME_CHARS and "longer than" in (safe.problem or "")
 
 
 def test_flat_names_cannot_hold_directories() -> None:
