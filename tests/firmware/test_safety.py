@@ -28,6 +28,7 @@ from analyzers.firmware.safety import (
     LimitExceeded,
     SafeWriter,
     bounded_decompress,
+    inflate_intact,
     link_escapes,
     safe_relpath,
 )
@@ -212,6 +213,19 @@ def test_symlinks_in_a_filesystem_are_members_never_followed(tmp_path: Path) -> 
 
 
 # ---------------------------------------------------------------------------------------- bounded decoding
+
+
+def test_inflate_intact_returns_only_whole_streams_within_the_cap() -> None:
+    import zlib
+
+    raw = bytes(range(256)) * 64  # 16 KiB
+    packed = zlib.compress(raw)
+    assert inflate_intact(packed, len(raw)) == raw
+    assert inflate_intact(packed, len(raw) - 1) is None  # one byte over the cap
+    assert inflate_intact(packed[:-8], len(raw)) is None  # cut short
+    damaged = bytearray(packed)
+    damaged[-1] ^= 1  # Adler-32 no longer matches
+    assert inflate_intact(bytes(damaged), len(raw)) is None
 
 
 def test_bounded_decompress_caps_output_and_reports_truncation() -> None:
