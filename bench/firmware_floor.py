@@ -27,10 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.firmware_bench import DOC, build_image, timed  # noqa: E402
+from bench.firmware_bench import DOC, SCRATCH, build_image, timed  # noqa: E402
 
 SQUASHFS_MAGIC = b"hsqs"
-SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 
 # Runs in a fresh interpreter so its imports and rule compile count, like a scan's would.
 WORKER = r"""
